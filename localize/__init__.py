@@ -1,0 +1,1 @@
+"""Shared code for the inpainting-localization pipeline: data layout, models, losses, metrics."""

@@ -1,0 +1,70 @@
+"""The training data path: memory-mapped uint8 arrays -> batches of tensors.
+
+No image is decoded after preprocessing. A batch is gathered by index from the
+memory-mapped arrays (sorted indices read pages in order), so resident memory is the
+batch plus what the OS page cache chooses to keep, whatever the dataset's size.
+Augmentation runs on tensors and only moves pixels (flips), so it keeps the noise and
+interpolation traces that localization relies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ArrayPool:
+    """Several (images, masks) array pairs seen as one indexable dataset."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]]):
+        self.pairs = [p for p in pairs if len(p[0])]
+        self.offsets = np.cumsum([0] + [len(images) for images, _ in self.pairs])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows `indices` of the pooled arrays as in-memory uint8 (B,H,W,3) and (B,H,W)."""
+        indices = np.asarray(indices)
+        order = np.argsort(indices, kind="stable")
+        which = np.searchsorted(self.offsets, indices[order], side="right") - 1
+        images, masks = [], []
+        for k in np.unique(which):
+            local = indices[order][which == k] - self.offsets[k]
+            imgs, msks = self.pairs[k]
+            images.append(imgs[local])
+            masks.append(msks[local])
+        images_arr, masks_arr = np.concatenate(images), np.concatenate(masks)
+        # Back to the caller's order, so a batch is the same whatever the pool's layout.
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return images_arr[inverse], masks_arr[inverse]
+
+
+def to_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B,H,W,3) -> float (B,3,H,W) in [-1, 1], channels_last in memory."""
+    x = torch.as_tensor(images).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def to_target(masks: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B,H,W) with 1 = fake -> float (B,1,H,W)."""
+    return torch.as_tensor(masks).to(device, non_blocking=True).unsqueeze(1).float()
+
+
+def random_flip(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample left-right with probability 1/2 (same flip for image and mask)."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    if flip.any():
+        x = x.clone()
+        y = y.clone()
+        x[flip] = x[flip].flip(-1)
+        y[flip] = y[flip].flip(-1)
+    return x, y
+
+
+def epoch_indices(n: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_samples` indices covering the pool in shuffled passes (no repeats within a pass)."""
+    passes = -(-n_samples // n)
+    return np.concatenate([rng.permutation(n) for _ in range(passes)])[:n_samples]

@@ -1,0 +1,118 @@
+"""Typed, validated views of the sections of params.yaml.
+
+Each stage declares a frozen dataclass for its own section and calls `load_section`.
+Unknown keys, wrong types and values outside a set of choices fail at once with a
+message that names the key and lists what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ParamsError(ValueError):
+    """A params.yaml section is missing, misspelt or holds a bad value."""
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open() as f:
+            params = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    return params
+
+
+def choice(*allowed: str, default: str) -> Any:
+    """A dataclass field whose value must be one of `allowed`."""
+    return dataclasses.field(default=default, metadata={"choices": allowed})
+
+
+def _check_type(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        inner = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_check_type(v, inner) for v in value)
+    if origin is dict:
+        key_t, val_t = typing.get_args(annotation) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _check_type(k, key_t) and _check_type(v, val_t) for k, v in value.items()
+        )
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def parse_section(cls: type[T], values: dict[str, Any] | None, section: str) -> T:
+    """Build dataclass `cls` from a params mapping, validating every key."""
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"params '{section}': unknown key(s) {', '.join(unknown)}; "
+            f"allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        if name not in values:
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"params '{section}.{name}' is required")
+            continue
+        value = values[name]
+        if not _check_type(value, hints[name]):
+            raise ParamsError(
+                f"params '{section}.{name}' = {value!r}: expected {_type_name(hints[name])}"
+            )
+        allowed = field.metadata.get("choices")
+        if allowed and value not in allowed:
+            raise ParamsError(
+                f"params '{section}.{name}' = {value!r} is not allowed; "
+                f"choose one of: {', '.join(allowed)}"
+            )
+        if isinstance(value, int) and not isinstance(value, bool) and hints[name] is float:
+            value = float(value)
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as e:
+            raise ParamsError(f"params '{section}': {e}") from None
+    return obj
+
+
+def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
+    """Read one section of params.yaml into `cls`; the stage sees nothing else."""
+    params = read_params(path)
+    return parse_section(cls, params.get(section), section)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -1,0 +1,36 @@
+"""Model registry: `model.arch` in params.yaml picks one of ARCHS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from localize.config import choice
+from localize.models.unet_res import ResUNet
+from localize.models.unet_seed import SeedUNet
+
+ARCHS = ("unet-seed", "unet-res-srm", "unet-res")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = choice(*ARCHS, default="unet-seed")
+    width: int = 32
+    dropout: float = 0.2
+
+    def validate(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_model(p: ModelParams) -> nn.Module:
+    if p.arch == "unet-seed":
+        return SeedUNet(p.width, p.dropout)
+    if p.arch == "unet-res-srm":
+        return ResUNet(p.width, dropout=p.dropout, srm=True)
+    if p.arch == "unet-res":
+        return ResUNet(p.width, dropout=p.dropout, srm=False)
+    raise ValueError(f"unknown model.arch {p.arch!r}; choose one of: {', '.join(ARCHS)}")

@@ -1,0 +1,73 @@
+"""PNG figures a reader can open anywhere (DVC's HTML plots need a web connection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on build machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from localize.atomic import atomic_file  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    # No software tag in the metadata: identical runs give identical bytes.
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, rows in histories.items():
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], label=split)
+        ax_iou.plot(epochs, [r["valid_iou"] for r in rows], label=split)
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
+    ax_iou.set(title="valid IoU (training generators)", xlabel="epoch", ylabel="IoU", ylim=(0, 1))
+    ax_iou.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def heatmap(table: dict[str, dict[str, float]], columns: list[str], path: Path, title: str) -> None:
+    rows = list(table)
+    values = np.array([[table[r].get(c, np.nan) for c in columns] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 0.45 * len(rows) + 1.5))
+    im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("test generator")
+    ax.set_ylabel("trained on")
+    ax.set_title(title)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if not np.isnan(values[i, j]):
+                ax.text(j, i, f"{100 * values[i, j]:.1f}", ha="center", va="center",
+                        color="white" if values[i, j] < 0.6 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="IoU")
+    _save(fig, path)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    """Tint the pixels where `mask` (bool or [0,1] float) is set."""
+    m = mask.astype(np.float32)[..., None] * alpha
+    return (image * (1 - m) + np.array(color, np.float32) * m).astype(np.uint8)
+
+
+def grid(rows: list[list[np.ndarray]], titles: list[str], path: Path, suptitle: str) -> None:
+    """A grid of images, one list per row, with column titles."""
+    n_rows, n_cols = len(rows), len(titles)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows), squeeze=False)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            ax = axes[i][j]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=7)
+    fig.suptitle(suptitle, fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,176 @@
+"""The training loop: one model per training split, resumable epoch by epoch.
+
+Determinism and resume. Every epoch reseeds torch and numpy from (seed, split, epoch),
+so an epoch's batches, flips and dropout depend only on those numbers and on the model
+and optimizer state at its start. A checkpoint after each epoch stores exactly that
+state (plus the best-so-far weights and the curve), so a killed run that resumes from
+its last checkpoint finishes with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from localize.atomic import atomic_file
+from localize.batches import ArrayPool, epoch_indices, random_flip, to_input, to_target
+from localize.config import choice
+from localize.losses import LOSSES
+from localize.metrics import binarize, iou_per_image
+from localize.models import ModelParams, build_model
+from localize.inference import iter_probs
+from localize.runtime import autocast
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    source: str = "table"
+    epochs: int = 12
+    # Fixed steps per epoch give every split the same compute, whether it pools one
+    # generator or several; null means one full pass over the training images.
+    steps_per_epoch: int | None = 25
+    batch_size: int = 16
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    loss: str = choice(*LOSSES, default="dice")
+    augment: str = choice("flip", "none", default="flip")
+    seed: int = 0
+    device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
+    precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
+    threads: int | None = None  # null: every core this process may use
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def _epoch_seed(seed: int, split: str, epoch: int) -> int:
+    # zlib.crc32 is stable across processes, unlike hash().
+    return (seed * 1_000_003 + zlib.crc32(split.encode()) + epoch * 7919) % 2**31
+
+
+def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_id: str, precision: str) -> str:
+    """What a checkpoint must match to be resumed: everything that shapes the result."""
+    fields = dataclasses.asdict(tp)
+    for transient in ("source", "device", "threads"):
+        fields.pop(transient)
+    blob = json.dumps(
+        {"split": split, "gens": gens, "model": dataclasses.asdict(mp), "train": fields,
+         "data": data_id, "precision": precision},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision) -> float:
+    scores = []
+    for images, masks in pairs:
+        start = 0
+        for prob in iter_probs(model, images, device=device, precision=precision):
+            true = np.asarray(masks[start : start + len(prob)]).astype(bool)
+            scores.append(iou_per_image(binarize(prob), true))
+            start += len(prob)
+    return float(np.concatenate(scores).mean()) if scores else float("nan")
+
+
+def fit(
+    split: str,
+    train_pairs: list[tuple[np.ndarray, np.ndarray]],
+    valid_pairs: list[tuple[np.ndarray, np.ndarray]],
+    mp: ModelParams,
+    tp: TrainParams,
+    device: torch.device,
+    precision: str,
+    checkpoint: Path | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one split; return {"state_dict", "best_epoch", "valid_iou", "history"}."""
+    pool = ArrayPool(train_pairs)
+    if len(pool) == 0:
+        raise ValueError(f"split {split!r}: no training images")
+    torch.manual_seed(_epoch_seed(tp.seed, split, -1))
+    model = build_model(mp).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    loss_fn = LOSSES[tp.loss]
+    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "best_state": None, "history": []}
+
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        tqdm.write(f"[{split}] resuming after epoch {state['epoch']} from {checkpoint}")
+        for row in state["history"]:
+            if on_epoch:
+                on_epoch(row)
+
+    steps = tp.steps_per_epoch or math.ceil(len(pool) / tp.batch_size)
+    for epoch in range(state["epoch"] + 1, tp.epochs + 1):
+        seed = _epoch_seed(tp.seed, split, epoch)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        flips = torch.Generator().manual_seed(seed)
+        order = epoch_indices(len(pool), steps * tp.batch_size, rng)
+        model.train()
+        total = 0.0
+        bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True)
+        for step in bar:
+            images, masks = pool.gather(order[step * tp.batch_size : (step + 1) * tp.batch_size])
+            x, y = to_input(images, device), to_target(masks, device)
+            if tp.augment == "flip":
+                x, y = random_flip(x, y, flips)
+            with autocast(device, precision):
+                logits = model(x)
+            loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"split {split!r}: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
+                    f"try a lower train.lr (now {tp.lr}) or train.precision=fp32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+        valid_iou = mean_iou(model, valid_pairs, device, precision)
+        row = {"epoch": epoch, "train_loss": total / steps, "valid_iou": valid_iou}
+        state["history"].append(row)
+        state["epoch"] = epoch
+        # Ties keep the earlier epoch; NaN (no valid data) keeps the last epoch.
+        if valid_iou > state["best_iou"] or (math.isnan(valid_iou) and epoch == tp.epochs):
+            state.update(best_iou=valid_iou, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()))
+        tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {valid_iou:.4f}")
+        if on_epoch:
+            on_epoch(row)
+        if checkpoint is not None:
+            with atomic_file(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
+
+    best = state["best_state"] if state["best_state"] is not None else model.state_dict()
+    return {
+        "state_dict": {k: v.cpu() for k, v in best.items()},
+        "best_epoch": state["best_epoch"],
+        "valid_iou": state["best_iou"],
+        "history": state["history"],
+    }
