@@ -14,19 +14,22 @@ from localize.batches import to_input
 from localize.models import ModelParams, build_model
 from localize.runtime import autocast
 
+CPU = torch.device("cpu")
+
 
 def iter_probs(
     model: nn.Module,
     images: np.ndarray,
     batch_size: int = 64,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device = CPU,
     precision: str = "fp32",
 ) -> Iterator[np.ndarray]:
     """Fake-probability maps float32 (B,H,W) for uint8 images (N,H,W,3), batch by batch."""
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = to_input(np.asarray(images[start : start + batch_size]), device)
+            # A copy: memory-mapped slices are read-only, and torch wants writable memory.
+            x = to_input(np.array(images[start : start + batch_size]), device)
             with autocast(device, precision):
                 logits = model(x)
             yield torch.sigmoid(logits.float())[:, 0].cpu().numpy()
@@ -38,7 +41,7 @@ def predict_probs(model: nn.Module, images: np.ndarray, **kwargs: Any) -> np.nda
     return np.concatenate(parts) if parts else np.zeros((0, *size), np.float32)
 
 
-def load_model(path: str | Path, device: torch.device = torch.device("cpu")) -> tuple[nn.Module, dict]:
+def load_model(path: str | Path, device: torch.device = CPU) -> tuple[nn.Module, dict]:
     """A model saved by the train stage, and its metadata (split, size, generators, ...)."""
     path = Path(path)
     try:

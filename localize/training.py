@@ -27,11 +27,12 @@ from tqdm import tqdm
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, epoch_indices, random_flip, to_input, to_target
 from localize.config import choice
+from localize.inference import iter_probs
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
 from localize.models import ModelParams, build_model
-from localize.inference import iter_probs
 from localize.runtime import autocast
+from localize.synthetic import self_blend
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class TrainParams:
     weight_decay: float = 0.0
     loss: str = choice(*LOSSES, default="dice")
     augment: str = choice("flip", "none", default="flip")
+    # Share of each batch made of self-blended fakes from real training faces
+    # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
+    # training generators' fingerprints. 0 trains on the generators' fakes alone.
+    synthetic: float = 0.0
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
@@ -59,6 +64,8 @@ class TrainParams:
             raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.synthetic < 1:
+            raise ValueError(f"synthetic must be in [0, 1), got {self.synthetic}")
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -103,12 +110,18 @@ def fit(
     device: torch.device,
     precision: str,
     checkpoint: Path | None = None,
+    real_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one split; return {"state_dict", "best_epoch", "valid_iou", "history"}."""
     pool = ArrayPool(train_pairs)
     if len(pool) == 0:
         raise ValueError(f"split {split!r}: no training images")
+    n_synthetic = round(tp.batch_size * tp.synthetic)
+    n_fake = tp.batch_size - n_synthetic
+    real_pool = ArrayPool(real_pairs or [])
+    if n_synthetic and len(real_pool) == 0:
+        raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
     torch.manual_seed(_epoch_seed(tp.seed, split, -1))
     model = build_model(mp).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
@@ -131,13 +144,19 @@ def fit(
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         flips = torch.Generator().manual_seed(seed)
-        order = epoch_indices(len(pool), steps * tp.batch_size, rng)
+        order = epoch_indices(len(pool), steps * n_fake, rng)
+        real_order = epoch_indices(len(real_pool), steps * n_synthetic, rng) if n_synthetic else None
         model.train()
         total = 0.0
         bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True)
         for step in bar:
-            images, masks = pool.gather(order[step * tp.batch_size : (step + 1) * tp.batch_size])
+            images, masks = pool.gather(order[step * n_fake : (step + 1) * n_fake])
             x, y = to_input(images, device), to_target(masks, device)
+            if n_synthetic:
+                reals, _ = real_pool.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
+                x_syn, y_syn = self_blend(to_input(reals, device), flips)
+                x = torch.cat([x, x_syn]).contiguous(memory_format=torch.channels_last)
+                y = torch.cat([y, y_syn])
             if tp.augment == "flip":
                 x, y = random_flip(x, y, flips)
             with autocast(device, precision):

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from localize.atomic import atomic_dir
 from localize.config import ParamsError, load_section
+from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
 from localize.prepared import Prepared
@@ -81,8 +82,9 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
                 continue
             train = [prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")]
             valid = [prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")]
+            reals = [prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else []
             checkpoints.mkdir(parents=True, exist_ok=True)
-            result = fit(split, train, valid, mp, tp, device, precision,
+            result = fit(split, train, valid, mp, tp, device, precision, real_pairs=reals,
                          checkpoint=checkpoints / f"{split}-{key}.pt", on_epoch=_epoch_logger(live, split))
             result.update(split=split, train_generators=gens, size=prepared.size,
                           model=dataclasses.asdict(mp), precision=precision)

@@ -1,0 +1,392 @@
+"""Stage `index`: list every image of a Dolos-layout tree, check it, and write data/index.csv.
+
+    <root>/real/<split>/<id>.png
+    <root>/fake/<folder>/images/<split>/<id>.png
+    <root>/fake/<folder>/masks/<split>/<id>.png      0 = fake, 255 = real (RGB or L)
+
+Folders map to the short names users type (localize.layout.generator_name). Folders
+without images/ and masks/ (Dolos' fully generated `p2`) are ignored with a note, and
+any subset (a generator, a split, real/) may be missing.
+
+Checks are cheap but real: each image's header, size and mode, and every PNG chunk's
+CRC (so truncated and damaged files show) without decoding the pixels; masks, flat and
+cheap to decode, are decoded in full for the fake fraction and the grey-value count.
+Every problem goes, with its path, into the problems report. `on_error: fail` stops
+with a summary and writes no index; `on_error: skip` drops the bad pairs and counts
+them in the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from localize.atomic import atomic_file
+from localize.config import choice, load_section
+from localize.imageio import (
+    ImageReadError,
+    check_image,
+    fake_from_channel0,
+    is_image_file,
+    load_mask_channel0,
+)
+from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+
+INDEX_COLUMNS = ["generator", "split", "id", "image", "mask", "width", "height", "fake_fraction"]
+PROBLEM_COLUMNS = ["severity", "kind", "generator", "split", "path", "problem"]
+ERROR, NOTE = "error", "note"
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    on_error: str = choice("fail", "skip", default="fail")
+    workers: int = 0  # processes for the checks; 0 = every core this process may use
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
+
+
+class IndexDataError(ValueError):
+    """The data root cannot be indexed as it is; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # ERROR stops (or drops the pair); NOTE is reported and the run goes on
+    kind: str
+    generator: str
+    split: str
+    path: str
+    problem: str
+    id: str = ""  # the pair this problem belongs to, so skip mode can drop it
+
+    def row(self) -> dict[str, str]:
+        return {c: getattr(self, c) for c in PROBLEM_COLUMNS}
+
+
+@dataclass(frozen=True)
+class Pair:
+    generator: str
+    split: str
+    id: str
+    image: str
+    mask: str  # "" for real images
+
+
+def resolve_workers(workers: int) -> int:
+    return workers or len(os.sched_getaffinity(0))
+
+
+# ---- scanning the tree: cheap, in this process ----
+
+
+def _list_split(folder: Path, generator: str, split: str, problems: list[Problem]) -> dict[str, list[str]]:
+    """Image files by id (file stem) in one split folder; anything else is noted and ignored."""
+    files: dict[str, list[str]] = defaultdict(list)
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        path = str(folder / entry.name)
+        if entry.name.startswith(".") or not entry.is_file() or not is_image_file(entry.name):
+            what = "hidden file" if entry.name.startswith(".") else \
+                "folder" if entry.is_dir() else "not an image file"
+            problems.append(Problem(NOTE, "ignored", generator, split, path, f"{what}: ignored"))
+            continue
+        files[Path(entry.name).stem].append(path)
+    return files
+
+
+def _duplicates(files: dict[str, list[str]], generator: str, split: str, problems: list[Problem]) -> set[str]:
+    """Ids that more than one file claims (`a.png` and `a.jpg`): which one is meant is unknown."""
+    dup = {i for i, paths in files.items() if len(paths) > 1}
+    for i in sorted(dup):
+        names = ", ".join(Path(p).name for p in files[i])
+        for p in files[i]:
+            problems.append(Problem(ERROR, "duplicate-id", generator, split, p,
+                                    f"id '{i}' is claimed by {len(files[i])} files ({names})", i))
+    return dup
+
+
+def _scan_real(root: Path, problems: list[Problem]) -> list[Pair]:
+    real = root / "real"
+    if not real.is_dir():
+        problems.append(Problem(NOTE, "missing", REAL, "", str(real),
+                                "no real/ folder: no real faces indexed"))
+        return []
+    pairs = []
+    for split in SPLITS:
+        folder = real / split
+        if not folder.is_dir():
+            problems.append(Problem(NOTE, "missing", REAL, split, str(folder), "split folder not found"))
+            continue
+        files = _list_split(folder, REAL, split, problems)
+        if not files:
+            problems.append(Problem(ERROR, "empty-split", REAL, split, str(folder),
+                                    "split folder holds no images"))
+        dup = _duplicates(files, REAL, split, problems)
+        pairs += [Pair(REAL, split, i, files[i][0], "") for i in sorted(files) if i not in dup]
+    return pairs
+
+
+def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
+    """Generator name -> its folder. Folders that cannot be inpainting sets are noted and ignored."""
+    candidates: dict[str, list[Path]] = defaultdict(list)
+    for entry in sorted(fake.iterdir()):
+        if not entry.is_dir():
+            problems.append(Problem(NOTE, "ignored", "", "", str(entry), "not a generator folder: ignored"))
+        elif not (entry / "images").is_dir() and not (entry / "masks").is_dir():
+            problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
+                                    "no images/ and masks/ subfolders (fully generated, like Dolos' p2): "
+                                    "not used for localization"))
+        elif generator_name(entry.name) == REAL:
+            problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
+                                    f"a generator may not be called '{REAL}': ignored"))
+        else:
+            candidates[generator_name(entry.name)].append(entry)
+    # Dolos' CelebA-HQ part may hold both repaint-p2-9k and the older repaint-p2: keep the
+    # one listed first in DOLOS_FOLDERS (the 9k set, the size of the other generators).
+    order = list(DOLOS_FOLDERS)
+    chosen = {}
+    for name, folders in candidates.items():
+        folders.sort(key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name))
+        chosen[name] = folders[0]
+        for other in folders[1:]:
+            problems.append(Problem(NOTE, "ignored", name, "", str(other),
+                                    f"also maps to '{name}'; using {folders[0].name}"))
+    return dict(sorted(chosen.items()))
+
+
+def _scan_fake(name: str, folder: Path, problems: list[Problem]) -> list[Pair]:
+    pairs = []
+    for split in SPLITS:
+        img_dir, mask_dir = folder / "images" / split, folder / "masks" / split
+        if not img_dir.is_dir() and not mask_dir.is_dir():
+            problems.append(Problem(NOTE, "missing", name, split, str(img_dir), "split folder not found"))
+            continue
+        images = _list_split(img_dir, name, split, problems) if img_dir.is_dir() else {}
+        masks = _list_split(mask_dir, name, split, problems) if mask_dir.is_dir() else {}
+        if not images:
+            problems.append(Problem(ERROR, "empty-split", name, split, str(img_dir),
+                                    "split folder holds no images" if img_dir.is_dir() else
+                                    "masks exist but the images folder is missing"))
+        bad = _duplicates(images, name, split, problems) | _duplicates(masks, name, split, problems)
+        for i in sorted(images.keys() - masks.keys()):
+            problems.append(Problem(ERROR, "missing-mask", name, split, images[i][0],
+                                    f"image without a mask (no {mask_dir}/{i}.*)", i))
+        for i in sorted(masks.keys() - images.keys()):
+            problems.append(Problem(ERROR, "missing-image", name, split, masks[i][0],
+                                    f"mask without an image (no {img_dir}/{i}.*)", i))
+        pairs += [Pair(name, split, i, images[i][0], masks[i][0])
+                  for i in sorted(images.keys() & masks.keys()) if i not in bad]
+    return pairs
+
+
+def _ids_in_several_splits(pairs: list[Pair], problems: list[Problem]) -> None:
+    """An id in two splits of one generator may be a train/test leak; noted, not fatal."""
+    splits: dict[tuple[str, str], list[Pair]] = defaultdict(list)
+    for p in pairs:
+        splits[p.generator, p.id].append(p)
+    for (gen, i), ps in sorted(splits.items()):
+        if len(ps) > 1:
+            names = ", ".join(p.split for p in ps)
+            for p in ps:
+                problems.append(Problem(NOTE, "id-in-several-splits", gen, p.split, p.image,
+                                        f"id '{i}' is in splits {names}: possible leak between splits"))
+
+
+def scan(root: Path, problems: list[Problem]) -> list[Pair]:
+    """Every candidate pair under root, in (generator, split, id) order; layout problems go to `problems`."""
+    if not root.is_dir():
+        raise IndexDataError(f"data root {root} not found (or not a folder): set data.root to the folder "
+                             "that holds real/ and fake/, e.g. <unzipped Dolos>/celebahq")
+    fake = root / "fake"
+    hint = ""
+    if any((root / part / "fake").is_dir() for part in ("celebahq", "ffhq")):
+        hint = f"; it holds celebahq/ or ffhq/: point data.root at one of those, e.g. {root / 'celebahq'}"
+    if not fake.is_dir():
+        raise IndexDataError(f"{root} has no fake/ folder, so no generator to index{hint}")
+    folders = _fake_folders(fake, problems)
+    if not folders:
+        raise IndexDataError(f"{fake} holds no generator folder with images/ and masks/ "
+                             "(e.g. fake/lama/images/train and fake/lama/masks/train)")
+    pairs = _scan_real(root, problems)
+    for name, folder in folders.items():
+        pairs += _scan_fake(name, folder, problems)
+    _ids_in_several_splits(pairs, problems)
+    return sorted(pairs, key=lambda p: (p.generator, p.split, p.id))
+
+
+# ---- checking files: runs in worker processes ----
+
+
+def check_pair(task: tuple[str, str]) -> dict[str, Any]:
+    """Check one image (and its mask, "" for real): size, mode, integrity, fake fraction, grey values.
+
+    Returns plain data (it travels back from a worker): width, height, fake_fraction,
+    and problems as (severity, kind, path, text) tuples.
+    """
+    image, mask = task
+    out: dict[str, Any] = {"width": 0, "height": 0, "fake_fraction": 0.0, "problems": []}
+    try:
+        info = check_image(image)
+    except ImageReadError as e:
+        out["problems"].append((ERROR, "unreadable", image, e.problem))
+        info = None
+    else:
+        out["width"], out["height"] = info.width, info.height
+        if not info.is_rgb:
+            what = f"mode {info.mode}" + (" with a transparent colour" if info.transparency else "")
+            out["problems"].append((NOTE, "not-rgb", image, f"image is {what}, not RGB: "
+                                    "converted to RGB (transparent parts on white)"))
+    if not mask:
+        return out
+    try:
+        channel0 = load_mask_channel0(mask)  # a full decode, with the same integrity checks
+    except ImageReadError as e:
+        out["problems"].append((ERROR, "unreadable", mask, e.problem))
+        return out
+    h, w = channel0.shape
+    if info is not None and (w, h) != (info.width, info.height):
+        out["problems"].append((ERROR, "size-mismatch", mask,
+                                f"mask is {w}x{h} but its image is {info.width}x{info.height}"))
+    fake = int(np.count_nonzero(fake_from_channel0(channel0)))
+    out["fake_fraction"] = round(fake / channel0.size, 6)
+    grey = fake - int(np.count_nonzero(channel0 == 0))  # fake pixels that are not pure 0
+    if grey:
+        out["problems"].append((NOTE, "grey-mask", mask,
+                                f"{grey} pixel(s) with grey values other than 0/255 in channel 0; "
+                                "counted as fake (channel 0 != 255), as Dolos' loader does"))
+    if fake == 0:
+        out["problems"].append((NOTE, "empty-mask", mask, "mask marks no pixel as fake"))
+    return out
+
+
+def _check_all(pairs: list[Pair], workers: int) -> Iterator[dict[str, Any]]:
+    """check_pair over every pair, in order, on `workers` processes (results are small)."""
+    tasks = [(p.image, p.mask) for p in pairs]
+    bar = dict(total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
+    if workers <= 1 or len(tasks) < 2:
+        yield from tqdm(map(check_pair, tasks), **bar)
+        return
+    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
+    with multiprocessing.Pool(workers) as pool:
+        yield from tqdm(pool.imap(check_pair, tasks, chunksize=chunksize), **bar)
+
+
+# ---- reporting ----
+
+
+def _summary(errors: list[Problem], problems_path: Path, shown: int = 3) -> str:
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for p in errors:
+        by_kind[p.kind].append(p.path)
+    lines = [f"index: {len(errors)} problem(s) in the data (index.on_error: fail), no index written:"]
+    for kind, paths in sorted(by_kind.items()):
+        more = f", and {len(paths) - shown} more" if len(paths) > shown else ""
+        lines.append(f"  {kind}: {len(paths)} ({', '.join(paths[:shown])}{more})")
+    lines.append(f"Every problem, with its path, is in {problems_path}. Fix or remove those files, "
+                 "or set index.on_error: skip to drop the bad pairs and carry on.")
+    return "\n".join(lines)
+
+
+def _write_problems(problems: list[Problem], path: Path) -> None:
+    rank = {ERROR: 0, NOTE: 1}
+    rows = sorted(problems, key=lambda p: (rank[p.severity], p.kind, p.generator, p.split, p.path))
+    frame = pd.DataFrame([p.row() for p in rows], columns=PROBLEM_COLUMNS)
+    with atomic_file(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _nested_counts(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    counts = Counter(pairs)
+    out: dict[str, dict[str, int]] = {}
+    for gen in sorted({g for g, _ in counts}):
+        out[gen] = {s: counts[gen, s] for s in SPLITS if counts[gen, s]}
+    return out
+
+
+def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: str | Path,
+        cfg: IndexParams) -> pd.DataFrame:
+    """Index `root`; write the index, the problems report and the metrics. Returns the index."""
+    root, out, problems_path, metrics = Path(root), Path(out), Path(problems_path), Path(metrics)
+    problems: list[Problem] = []
+    pairs = scan(root, problems)
+
+    rows = []
+    for pair, result in zip(pairs, _check_all(pairs, resolve_workers(cfg.workers)), strict=True):
+        problems += [Problem(sev, kind, pair.generator, pair.split, path, text, pair.id)
+                     for sev, kind, path, text in result["problems"]]
+        rows.append({"generator": pair.generator, "split": pair.split, "id": pair.id, "image": pair.image,
+                     "mask": pair.mask, "width": result["width"], "height": result["height"],
+                     "fake_fraction": result["fake_fraction"]})
+
+    errors = [p for p in problems if p.severity == ERROR]
+    _write_problems(problems, problems_path)  # written even on failure: it is what the user reads
+    if errors and cfg.on_error == "fail":
+        raise IndexDataError(_summary(errors, problems_path))
+
+    # Skip mode: drop every pair that has an error; orphans and duplicates are dropped pairs too.
+    bad = {(p.generator, p.split, p.id) for p in errors if p.id}
+    index = pd.DataFrame([r for r in rows if (r["generator"], r["split"], r["id"]) not in bad],
+                         columns=INDEX_COLUMNS)
+    fakes = sorted(set(index["generator"]) - {REAL})
+    if not fakes:
+        raise IndexDataError(f"no usable fake image left under {root} ({len(bad)} pair(s) dropped); "
+                             f"see {problems_path}")
+
+    counts = _nested_counts(zip(index["generator"], index["split"]))
+    notes = [p for p in problems if p.severity == NOTE]
+    summary = {
+        "images": len(index),
+        "pairs": counts,
+        "fake_fraction": {g: round(float(index.loc[index["generator"] == g, "fake_fraction"].mean()), 4)
+                          for g in fakes},
+        "dropped": len(bad),
+        "errors": len(errors),
+        "notes": len(notes),
+        "not_rgb": sum(p.kind == "not-rgb" for p in notes),
+        "grey_masks": sum(p.kind == "grey-mask" for p in notes),
+    }
+    with atomic_file(out) as tmp:
+        index.to_csv(tmp, index=False)
+    with atomic_file(metrics) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+
+    found = "; ".join(f"{g}: " + ", ".join(f"{s} {n}" for s, n in c.items()) for g, c in counts.items())
+    print(f"index: {len(index)} images from {root} ({found})", file=sys.stderr)
+    if bad:
+        print(f"index: dropped {len(bad)} bad pair(s) (index.on_error: skip); see {problems_path}",
+              file=sys.stderr)
+    if notes:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(p.kind for p in notes).items()))
+        print(f"index: {len(notes)} note(s) ({kinds}); see {problems_path}", file=sys.stderr)
+    return index
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="Dolos-layout folder holding real/ and fake/")
+    parser.add_argument("--out", required=True, help="index CSV to write")
+    parser.add_argument("--problems", required=True, help="problems report CSV to write")
+    parser.add_argument("--metrics", required=True, help="JSON metrics to write")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_section(IndexParams, "index")
+        run(args.root, args.out, args.problems, args.metrics, cfg)
+    except (ValueError, OSError) as e:  # IndexDataError, ImageReadError and ParamsError are ValueErrors
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

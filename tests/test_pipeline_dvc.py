@@ -1,0 +1,103 @@
+"""End to end: real `dvc repro`, `dvc exp run -S` and `dvc metrics show` in a temp copy, on tiny params."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_index import make_tree  # a tree in Dolos' exact layout and mask format
+
+REPO = Path(__file__).resolve().parents[1]
+COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "localize"]
+TINY = {
+    "demo": {"size": 32, "max_faces": 10},
+    "preprocess": {"size": 16},
+    "model": {"width": 4},
+    "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
+    "evaluate": {"overlay_images": 2},
+}
+DEMO_GENERATORS = ["biharmonic-jpeg", "navier-stokes", "poisson", "telea"]
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in COPIED:
+        src, dst = REPO / name, root / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst, ignore=ignore) if src.is_dir() else shutil.copy(src, dst)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "tiny pipeline")
+    return root
+
+
+def iou(project: Path) -> dict:
+    return json.loads((project / "metrics" / "iou.json").read_text())
+
+
+def test_repro_builds_the_whole_table(project):
+    dvc(project, "repro")
+    table = iou(project)
+    expected_splits = DEMO_GENERATORS + [f"no-{g}" for g in DEMO_GENERATORS]
+    assert sorted(table) == sorted(expected_splits)
+    for row in table.values():
+        assert sorted(row) == sorted(DEMO_GENERATORS + ["mean"])
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    assert (project / "plots" / "evaluate" / "iou_heatmap.png").stat().st_size > 0
+    assert (project / "dvc.lock").exists()
+
+
+def test_second_repro_is_a_no_op(project):
+    out = dvc(project, "repro").stdout
+    assert "Data and pipelines are up to date" in out
+
+
+def test_metrics_show_prints_the_table(project):
+    out = dvc(project, "metrics", "show").stdout
+    assert "metrics/iou.json" in out
+    assert "telea.telea" in out or "no-telea.telea" in out
+
+
+def test_exp_run_retrains_only_the_chosen_split(project):
+    proc = dvc(project, "exp", "run", "-S", "train.source=poisson")
+    assert "Stage 'demo' didn't change, skipping" in proc.stdout
+    assert "Stage 'preprocess' didn't change, skipping" in proc.stdout
+    assert list(iou(project)) == ["poisson"]
+    assert sorted(p.name for p in (project / "models").glob("*.pt")) == ["poisson.pt"]
+
+
+def test_exp_run_with_an_unknown_source_lists_valid_splits(project):
+    proc = dvc(project, "exp", "run", "-S", "train.source=nonsense", check=False)
+    assert proc.returncode != 0
+    assert "valid values: table, biharmonic-jpeg" in proc.stdout + proc.stderr
+
+
+def test_dolos_folder_names_pass_end_to_end(project):
+    make_tree(project / "dolos" / "celebahq", counts={"train": 6, "valid": 2, "test": 2})
+    dvc(project, "exp", "run", "-S", "data.root=dolos/celebahq", "-S", "train.source=no-ldm")
+    table = iou(project)
+    assert list(table) == ["no-ldm"]
+    assert sorted(table["no-ldm"]) == ["lama", "ldm", "mean", "pluralistic", "repaint"]
