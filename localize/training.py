@@ -90,11 +90,12 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision) -> float:
+def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision,
+             batch_size: int) -> float:
     scores = []
     for images, masks in pairs:
         start = 0
-        for prob in iter_probs(model, images, device=device, precision=precision):
+        for prob in iter_probs(model, images, batch_size=batch_size, device=device, precision=precision):
             true = np.asarray(masks[start : start + len(prob)]).astype(bool)
             scores.append(iou_per_image(binarize(prob), true))
             start += len(prob)
@@ -172,7 +173,8 @@ def fit(
             optimizer.step()
             total += loss.item()
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
-        valid_iou = mean_iou(model, valid_pairs, device, precision)
+        # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
+        valid_iou = mean_iou(model, valid_pairs, device, precision, tp.batch_size)
         row = {"epoch": epoch, "train_loss": total / steps, "valid_iou": valid_iou}
         state["history"].append(row)
         state["epoch"] = epoch

@@ -144,7 +144,8 @@ def markdown_table(table: dict[str, dict[str, float]], generators: list[str], ba
 def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
     prepared = Prepared(prepared_dir)
     setup_threads(None)
-    model_files = sorted(models_dir.glob("*.pt"))
+    # Rows: single generators, then leave-one-out splits, then anything else (`all`).
+    model_files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
     if not model_files:
         raise FileNotFoundError(f"{models_dir}: no trained models (*.pt) to evaluate")
     table, all_scores, kept = {}, {}, {}

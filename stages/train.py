@@ -58,6 +58,9 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         mp: ModelParams, tp: TrainParams) -> dict[str, dict]:
     prepared = Prepared(prepared_dir)
     splits = resolve_source(tp.source, prepared.generators)
+    if mp.arch == "unet-seed" and prepared.size % 4:
+        # Two max-pools and two x2 upsamplings: other sizes cannot be concatenated back.
+        raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
     threads = setup_threads(tp.threads)
     device = pick_device(tp.device)
     precision = pick_precision(tp.precision, device)

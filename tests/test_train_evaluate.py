@@ -113,3 +113,11 @@ def test_arrays_are_read_memory_mapped(prepared):
 
     images, masks = Prepared(prepared).arrays("alpha", "train")
     assert isinstance(images, np.memmap) and isinstance(masks, np.memmap)
+
+
+def test_seed_unet_rejects_a_size_it_cannot_pool(tmp_path):
+    from conftest import make_prepared
+
+    prepared = make_prepared(tmp_path / "prepared", size=18)
+    with pytest.raises(ValueError, match="divisible by 4, got 18"):
+        run_train(prepared, tmp_path, source="alpha")
