@@ -43,6 +43,7 @@ from localize.imageio import (
     load_mask_channel0,
 )
 from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+from localize.runtime import available_cores
 
 INDEX_COLUMNS = ["generator", "split", "id", "image", "mask", "width", "height", "fake_fraction"]
 PROBLEM_COLUMNS = ["severity", "kind", "generator", "split", "path", "problem"]
@@ -84,10 +85,6 @@ class Pair:
     id: str
     image: str
     mask: str  # "" for real images
-
-
-def resolve_workers(workers: int) -> int:
-    return workers or len(os.sched_getaffinity(0))
 
 
 # ---- scanning the tree: cheap, in this process ----
@@ -324,7 +321,7 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
     pairs = scan(root, problems)
 
     rows = []
-    for pair, result in zip(pairs, _check_all(pairs, resolve_workers(cfg.workers)), strict=True):
+    for pair, result in zip(pairs, _check_all(pairs, cfg.workers or available_cores()), strict=True):
         problems += [Problem(sev, kind, pair.generator, pair.split, path, text, pair.id)
                      for sev, kind, path, text in result["problems"]]
         rows.append({"generator": pair.generator, "split": pair.split, "id": pair.id, "image": pair.image,

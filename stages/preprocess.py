@@ -39,6 +39,7 @@ from localize.config import load_section
 from localize.imageio import ImageReadError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.layout import REAL, SPLITS
 from localize.prepared import read_index
+from localize.runtime import available_cores
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,6 @@ def _check_index(index: Any, path: Path) -> None:
         raise IndexFileError(f"{path}: no fake generator in the index")
 
 
-def resolve_workers(workers: int) -> int:
-    return workers or len(os.sched_getaffinity(0))
-
-
 def run(index_path: str | Path, out: str | Path, cfg: PreprocessParams) -> dict[str, Any]:
     """Decode, resize and write every indexed pair under `out`. Returns the manifest."""
     index_path, out = Path(index_path), Path(out)
@@ -184,7 +181,7 @@ def run(index_path: str | Path, out: str | Path, cfg: PreprocessParams) -> dict[
                               str(images), images_at + k * pixels * 3, str(masks), masks_at + k * pixels))
             splits.setdefault(gen, {})[split] = n
         with tqdm(total=len(tasks), desc="preprocess", unit="img", file=sys.stderr, mininterval=0.5) as bar:
-            for _ in parallel_map(prepare_row, tasks, resolve_workers(cfg.workers)):
+            for _ in parallel_map(prepare_row, tasks, cfg.workers or available_cores()):
                 bar.update()
         manifest = {
             "size": size,
