@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,49 @@ def test_metrics_show_prints_the_table(project):
     out = dvc(project, "metrics", "show").stdout
     assert "metrics/iou.json" in out
     assert "telea.telea" in out or "no-telea.telea" in out
+
+
+def git_commit(project: Path, message: str) -> None:
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+
+
+def test_queued_experiments_run_in_parallel_workers(project):
+    git_commit(project, "results")
+    dvc(project, "exp", "run", "--queue", "-S", "train.source=telea,poisson")
+    dvc(project, "queue", "start", "-j", "2")
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = dvc(project, "queue", "status").stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(2)
+        assert status.count("Success") == 2, status
+    finally:
+        dvc(project, "queue", "stop")  # a worker otherwise stays alive
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    splits = sorted(
+        split
+        for rev in shown
+        for exp in rev.get("experiments") or []
+        for run in exp["revs"]
+        for split in run["data"]["metrics"]["metrics/iou.json"]["data"]
+    )
+    assert splits == ["poisson", "telea"]
+    assert len(iou(project)) == 8, "queued runs leave the workspace alone"
+
+
+def test_remote_shares_data_and_models_without_retraining(project, tmp_path):
+    dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    git_commit(project, "remote")
+    dvc(project, "push", "--run-cache")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    dvc(clone, "pull")
+    assert len(list((clone / "models").glob("*.pt"))) == 8
+    assert iou(clone) == iou(project)
+    assert "Data and pipelines are up to date" in dvc(clone, "repro").stdout
 
 
 def test_exp_run_retrains_only_the_chosen_split(project):
