@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
@@ -90,7 +89,7 @@ def evaluate_model(model, prepared: Prepared, ep: EvaluateParams) -> tuple[dict,
             "best_f1": hist.best_f1(),
             "auc": roc_auc(np.r_[fake_scores, real_scores], labels),
         }
-    iou["mean"] = float(np.mean([v for k, v in iou.items()]))
+    iou["mean"] = float(np.mean(list(iou.values())))
     return iou, scores, kept
 
 
@@ -198,7 +197,6 @@ def main(argv: list[str] | None = None) -> None:
     out = {k: getattr(args, k) for k in ("iou", "scores", "summary", "table", "heatmap", "overlays")}
     try:
         ep = load_section(EvaluateParams, "evaluate", args.params)
-        torch.manual_seed(0)
         run(args.prepared, args.models, out, ep)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from localize import training
 from localize.config import parse_section
 from localize.models import ModelParams
 from localize.training import NonFiniteLoss, TrainParams
@@ -72,7 +73,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     whole = run_train(prepared, tmp_path / "whole", source="alpha")["alpha"]
 
     # Kill the run at the start of epoch 3, after the epoch-2 checkpoint was written.
-    real_flip = train_module_flip = __import__("localize.training", fromlist=["random_flip"]).random_flip
+    real_flip = training.random_flip
     calls = {"n": 0}
 
     def dying_flip(*args):
@@ -87,14 +88,14 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     assert not (tmp_path / "cut" / "models").exists(), "a killed run leaves no models"
     assert len(list((tmp_path / "cut" / "ckpt").glob("alpha-*.pt"))) == 1
 
-    monkeypatch.setattr("localize.training.random_flip", train_module_flip)
+    monkeypatch.setattr("localize.training.random_flip", real_flip)
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
     assert resumed["history"] == whole["history"]
     assert all(torch.equal(resumed["state_dict"][k], whole["state_dict"][k]) for k in whole["state_dict"])
 
 
 def test_nan_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("localize.training", fromlist=["LOSSES"]).LOSSES, "dice",
+    monkeypatch.setitem(training.LOSSES, "dice",
                         lambda logits, y: logits.sum() * float("nan"))
     with pytest.raises(NonFiniteLoss, match="split 'alpha': loss is nan at epoch 1, step 1"):
         run_train(prepared, tmp_path, source="alpha")
