@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 from collections import Counter, defaultdict
@@ -43,6 +42,7 @@ from localize.imageio import (
     load_mask_channel0,
 )
 from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+from localize.parallel import ordered_map
 from localize.runtime import available_cores
 
 INDEX_COLUMNS = ["generator", "split", "id", "image", "mask", "width", "height", "fake_fraction"]
@@ -272,13 +272,8 @@ def check_pair(task: tuple[str, str]) -> dict[str, Any]:
 def _check_all(pairs: list[Pair], workers: int) -> Iterator[dict[str, Any]]:
     """check_pair over every pair, in order, on `workers` processes (results are small)."""
     tasks = [(p.image, p.mask) for p in pairs]
-    bar = dict(total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
-    if workers <= 1 or len(tasks) < 2:
-        yield from tqdm(map(check_pair, tasks), **bar)
-        return
-    chunksize = max(1, min(64, len(tasks) // (workers * 8)))
-    with multiprocessing.Pool(workers) as pool:
-        yield from tqdm(pool.imap(check_pair, tasks, chunksize=chunksize), **bar)
+    results = ordered_map(check_pair, tasks, workers, max_chunk=64)
+    yield from tqdm(results, total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
 
 
 # ---- reporting ----

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from localize.atomic import atomic_dir
 from localize.config import load_section
 from localize.imageio import ImageReadError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.layout import REAL, SPLITS
+from localize.parallel import ordered_map
 from localize.prepared import read_index
 from localize.runtime import available_cores
 
@@ -108,20 +107,6 @@ def prepare_row(task: tuple[str, str, int, int, int, str, int, str, int]) -> Non
         _write_at(masks_file, masks_at, fake)
 
 
-def parallel_map(func: Callable[[Any], Any], tasks: Sequence[Any], workers: int) -> Iterator[Any]:
-    """`func` over `tasks` on `workers` processes, results in task order.
-
-    In order, so the failure reported is the first one in index order. The results here
-    are tiny (the workers write the arrays themselves), so nothing accumulates.
-    """
-    if workers <= 1 or len(tasks) < 2:
-        yield from map(func, tasks)
-        return
-    chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-    with multiprocessing.Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(func, tasks, chunksize=chunksize)
-
-
 def create_npy(path: Path, shape: tuple[int, ...]) -> int:
     """Create a zero-filled uint8 .npy of `shape`; return the byte offset where its data starts.
 
@@ -181,7 +166,8 @@ def run(index_path: str | Path, out: str | Path, cfg: PreprocessParams) -> dict[
                               str(images), images_at + k * pixels * 3, str(masks), masks_at + k * pixels))
             splits.setdefault(gen, {})[split] = n
         with tqdm(total=len(tasks), desc="preprocess", unit="img", file=sys.stderr, mininterval=0.5) as bar:
-            for _ in parallel_map(prepare_row, tasks, cfg.workers or available_cores()):
+            for _ in ordered_map(prepare_row, tasks, cfg.workers or available_cores(), max_chunk=16,
+                                 initializer=_init_worker):
                 bar.update()
         manifest = {
             "size": size,

@@ -22,11 +22,12 @@ from localize.imageio import (
     to_rgb,
 )
 from localize.layout import REAL
+from localize.parallel import ordered_map
 from localize.prepared import Prepared, PreparedError, read_index
 from stages import index as index_stage
 from stages import preprocess
 from stages.index import IndexParams
-from stages.preprocess import PreprocessParams, parallel_map
+from stages.preprocess import PreprocessParams
 
 
 def build(tmp_path: Path, size: int = 16, workers: int = 2, **tree) -> tuple[Path, Path, dict]:
@@ -213,13 +214,13 @@ def _square(x: int) -> int:
     return x * x
 
 
-def test_parallel_map_keeps_order_and_propagates_errors():
-    assert list(parallel_map(_square, list(range(300)), workers=2)) == [x * x for x in range(300)]
-    assert list(parallel_map(_square, [3, 4], workers=1)) == [9, 16]
+def test_ordered_map_keeps_order_and_propagates_errors():
+    assert list(ordered_map(_square, list(range(300)), workers=2, max_chunk=16)) == [x * x for x in range(300)]
+    assert list(ordered_map(_square, [3, 4], workers=1, max_chunk=16)) == [9, 16]
     with pytest.raises(ValueError, match="negative"):
-        list(parallel_map(_square, [*range(50), -1, *range(50)], workers=2))
+        list(ordered_map(_square, [*range(50), -1, *range(50)], workers=2, max_chunk=16))
     # A consumer that stops early must not hang the pool.
-    results = parallel_map(_square, list(range(1000)), workers=2)
+    results = ordered_map(_square, list(range(1000)), workers=2, max_chunk=16)
     assert next(results) == 0
     results.close()
 

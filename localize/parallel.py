@@ -1,0 +1,22 @@
+"""One ordered process-pool map, shared by the stages that decode files on every core."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+def ordered_map(func: Callable[[Any], Any], tasks: Sequence[Any], workers: int, max_chunk: int,
+                initializer: Callable[[], None] | None = None) -> Iterator[Any]:
+    """`func` over `tasks` on `workers` processes, results in task order (serially for one worker).
+
+    In order, so the first failure reported is the first in the input's order. Chunks of up
+    to `max_chunk` tasks, about 8 per worker, keep the pool busy without piling up results.
+    """
+    if workers <= 1 or len(tasks) < 2:
+        yield from map(func, tasks)
+        return
+    chunksize = max(1, min(max_chunk, len(tasks) // (workers * 8)))
+    with multiprocessing.Pool(workers, initializer=initializer) as pool:
+        yield from pool.imap(func, tasks, chunksize=chunksize)
