@@ -2,7 +2,8 @@
 
 Each output is built under a temporary sibling name and renamed into place only when
 the stage succeeds. On any exception the temporary is removed and the old output (if
-any) is left untouched, so DVC never caches a half-written result.
+any) is left untouched, so DVC never caches a half-written result. A temporary that a
+hard kill (SIGKILL, power loss) left behind is removed the next time the output is written.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _prepare(final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        _remove(stale)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `final` on success."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
@@ -42,7 +49,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
 def atomic_file(final: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that replaces `final` on success."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(final)
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)

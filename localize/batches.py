@@ -53,15 +53,24 @@ def to_target(masks: np.ndarray | torch.Tensor, device: torch.device | str = "cp
     return torch.as_tensor(masks).to(device, non_blocking=True).unsqueeze(1).float()
 
 
-def random_flip(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip each sample left-right with probability 1/2 (same flip for image and mask)."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Which of `n` samples to flip left-right, each with probability 1/2."""
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def apply_flips(x: torch.Tensor, y: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip the samples where `flip` is True (the same flip for image and mask)."""
     if flip.any():
         x = x.clone()
         y = y.clone()
         x[flip] = x[flip].flip(-1)
         y[flip] = y[flip].flip(-1)
     return x, y
+
+
+def random_flip(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample left-right with probability 1/2 (same flip for image and mask)."""
+    return apply_flips(x, y, flip_draws(x.shape[0], generator))
 
 
 def epoch_indices(n: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -5,6 +5,11 @@ so an epoch's batches, flips and dropout depend only on those numbers and on the
 and optimizer state at its start. A checkpoint after each epoch stores exactly that
 state (plus the best-so-far weights and the curve), so a killed run that resumes from
 its last checkpoint finishes with the same weights as one that never stopped.
+
+Data parallel. Under DDP the global batch stays `train.batch_size`: every rank draws
+the same batch and keeps its own slice, so only BatchNorm statistics (per process on
+CPU, synchronised on CUDA), dropout draws and float summation order differ from one
+process, and a one-process run is the plain loop with no collective call.
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from localize import distributed
 from localize.atomic import atomic_file
-from localize.batches import ArrayPool, epoch_indices, random_flip, to_input, to_target
+from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
 from localize.config import choice
+from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
@@ -54,10 +61,15 @@ class TrainParams:
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
-    threads: int | None = None  # null: every core this process may use
+    threads: int | None = None  # null: every core this process may use, shared among local processes
+    # Training processes on this machine, started with torchrun when > 1 (gloo on CPU, nccl on CUDA).
+    procs: int = 1
+    # How processes share the work: `data` = DDP, every process takes a slice of every batch
+    # (the global batch stays train.batch_size); `splits` = whole splits, one process each.
+    distribute: str = choice("data", "splits", default="data")
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "procs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
@@ -77,11 +89,18 @@ def _epoch_seed(seed: int, split: str, epoch: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(split.encode()) + epoch * 7919) % 2**31
 
 
-def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_id: str, precision: str) -> str:
-    """What a checkpoint must match to be resumed: everything that shapes the result."""
+def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_id: str, precision: str,
+            data_parallel: int = 1) -> str:
+    """What a checkpoint must match to be resumed: everything that shapes the result.
+
+    `data_parallel` is the number of processes that share each batch: their per-process
+    BatchNorm statistics and dropout draws make the run differ from a single-process one.
+    """
     fields = dataclasses.asdict(tp)
-    for transient in ("source", "device", "threads"):
+    for transient in ("source", "device", "threads", "procs", "distribute"):
         fields.pop(transient)
+    if data_parallel > 1:
+        fields["data_parallel"] = data_parallel
     blob = json.dumps(
         {"split": split, "gens": gens, "model": dataclasses.asdict(mp), "train": fields,
          "data": data_id, "precision": precision},
@@ -91,15 +110,20 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
 
 
 def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision,
-             batch_size: int) -> float:
+             batch_size: int, ranks: Ranks = SINGLE) -> float:
+    """Mean per-image IoU at threshold 0.5; with several ranks, each scores every world-th image."""
     scores = []
+    part = slice(ranks.rank, None, ranks.world)
     for images, masks in pairs:
+        images, masks = images[part], masks[part]
         start = 0
         for prob in iter_probs(model, images, batch_size=batch_size, device=device, precision=precision):
             true = np.asarray(masks[start : start + len(prob)]).astype(bool)
             scores.append(iou_per_image(binarize(prob), true))
             start += len(prob)
-    return float(np.concatenate(scores).mean()) if scores else float("nan")
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    total, count = distributed.all_sum([float(scores.sum()), len(scores)], ranks, device)
+    return total / count if count else float("nan")
 
 
 def fit(
@@ -113,8 +137,16 @@ def fit(
     checkpoint: Path | None = None,
     real_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    group: Ranks = SINGLE,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Train one split; return {"state_dict", "best_epoch", "valid_iou", "history"}."""
+    """Train one split; return {"state_dict", "best_epoch", "valid_iou", "history"}.
+
+    `group` is the set of processes that train this split together (DDP). Every rank draws
+    the same global batch order, flips and self-blends, then keeps its own contiguous
+    slice of the batch, so the processes see exactly the batches one process would. Rank 0
+    alone reads and writes the checkpoint and reports progress.
+    """
     pool = ArrayPool(train_pairs)
     if len(pool) == 0:
         raise ValueError(f"split {split!r}: no training images")
@@ -123,68 +155,106 @@ def fit(
     real_pool = ArrayPool(real_pairs or [])
     if n_synthetic and len(real_pool) == 0:
         raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
+    if tp.batch_size % group.world:
+        raise ValueError(f"train.batch_size ({tp.batch_size}) must be divisible by the number of "
+                         f"data-parallel processes ({group.world})")
+    # This rank's positions [lo, hi) in every global batch of [fakes..., synthetic fakes...].
+    lo = group.rank * tp.batch_size // group.world
+    hi = lo + tp.batch_size // group.world
+
     torch.manual_seed(_epoch_seed(tp.seed, split, -1))
     model = build_model(mp).to(device).to(memory_format=torch.channels_last)
+    if group.parallel and device.type == "cuda":
+        # Per-GPU batches are small; statistics over the global batch keep BatchNorm as one process has it.
+        # (SyncBatchNorm runs on accelerators only: CPU processes keep per-process statistics.)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
     loss_fn = LOSSES[tp.loss]
     state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "best_state": None, "history": []}
 
-    if checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+    saved = None
+    if group.main and checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu" if group.parallel else device, weights_only=False)
+    saved = distributed.broadcast(saved, group)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
-        tqdm.write(f"[{split}] resuming after epoch {state['epoch']} from {checkpoint}")
+        if group.main:
+            tqdm.write(f"[{split}] resuming after epoch {state['epoch']} from {checkpoint}")
         for row in state["history"]:
             if on_epoch:
                 on_epoch(row)
+    trained = model
+    if group.parallel:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     steps = tp.steps_per_epoch or math.ceil(len(pool) / tp.batch_size)
     for epoch in range(state["epoch"] + 1, tp.epochs + 1):
         seed = _epoch_seed(tp.seed, split, epoch)
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + group.rank)  # dropout: each rank its own draws
         rng = np.random.default_rng(seed)
         flips = torch.Generator().manual_seed(seed)
         order = epoch_indices(len(pool), steps * n_fake, rng)
         real_order = epoch_indices(len(real_pool), steps * n_synthetic, rng) if n_synthetic else None
         model.train()
         total = 0.0
-        bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (progress and group.main))
         for step in bar:
-            images, masks = pool.gather(order[step * n_fake : (step + 1) * n_fake])
-            x, y = to_input(images, device), to_target(masks, device)
+            xs, ys = [], []
+            if lo < n_fake:
+                images, masks = pool.gather(order[step * n_fake + lo : step * n_fake + min(hi, n_fake)])
+                xs.append(to_input(images, device))
+                ys.append(to_target(masks, device))
             if n_synthetic:
+                # Every rank blends the whole synthetic part, so `flips` stays in step across ranks.
                 reals, _ = real_pool.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
                 x_syn, y_syn = self_blend(to_input(reals, device), flips)
-                x = torch.cat([x, x_syn]).contiguous(memory_format=torch.channels_last)
-                y = torch.cat([y, y_syn])
+                a, b = max(lo, n_fake) - n_fake, hi - n_fake
+                if b > a:
+                    xs.append(x_syn[a:b])
+                    ys.append(y_syn[a:b])
+            x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
+            y = torch.cat(ys) if len(ys) > 1 else ys[0]
             if tp.augment == "flip":
-                x, y = random_flip(x, y, flips)
+                x, y = apply_flips(x, y, flip_draws(tp.batch_size, flips)[lo:hi])
             with autocast(device, precision):
-                logits = model(x)
+                logits = trained(x)
+            # Equal slices: the mean of the ranks' mean losses is the global batch's loss, and
+            # DDP's gradient average is its gradient.
             loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
+            value = loss.item()
+            if group.parallel:
+                value = distributed.all_sum([value], group, device)[0] / group.world
+            if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(
-                    f"split {split!r}: loss is {loss.item()} at epoch {epoch}, step {step + 1}; "
+                    f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            total += value
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+        if group.parallel:
+            # BatchNorm running statistics as rank 0 has them, so all ranks validate (and save) one model.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        valid_iou = mean_iou(model, valid_pairs, device, precision, tp.batch_size)
+        valid_iou = mean_iou(model, valid_pairs, device, precision, tp.batch_size, group)
         row = {"epoch": epoch, "train_loss": total / steps, "valid_iou": valid_iou}
         state["history"].append(row)
         state["epoch"] = epoch
         # Ties keep the earlier epoch; NaN (no valid data) keeps the last epoch.
         if valid_iou > state["best_iou"] or (math.isnan(valid_iou) and epoch == tp.epochs):
             state.update(best_iou=valid_iou, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()))
-        tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {valid_iou:.4f}")
+        if group.main:
+            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {valid_iou:.4f}")
         if on_epoch:
             on_epoch(row)
-        if checkpoint is not None:
+        if checkpoint is not None and group.main:
             with atomic_file(checkpoint) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
 

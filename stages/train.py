@@ -7,26 +7,35 @@ Writes models/<split>.pt (best epoch on the training generators' valid split), a
 log per split and a PNG of the curves. Per-epoch checkpoints go to --checkpoints, which
 is not a DVC output: a killed run resumes there, and they are deleted once every split
 is done.
+
+With `train.procs: N` > 1 the stage starts itself N times under torchrun (one machine);
+started by an outer torchrun (several machines), it uses the world that torchrun made.
+`train.distribute` says whether the processes share each batch (DDP) or take whole splits.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
+import signal
+import sys
 from pathlib import Path
 
 import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from localize.atomic import atomic_dir
+from localize import distributed
+from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
+from localize.distributed import SINGLE, Ranks
 from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
 from localize.prepared import Prepared
-from localize.runtime import pick_device, pick_precision, setup_threads
+from localize.runtime import available_cores, pick_device, pick_precision, setup_threads
 from localize.splits import resolve_source
 from localize.training import NonFiniteLoss, TrainParams, fit, run_key
 
@@ -43,6 +52,11 @@ def data_fingerprint(prepared: Prepared) -> str:
     return h.hexdigest()
 
 
+def _log_history(live, split: str, history: list[dict]) -> None:
+    for row in history:
+        _epoch_logger(live, split)(row)
+
+
 def _epoch_logger(live, split: str):
     """Log one epoch's row under `<split>/...`, at step = epoch (splits train one after another)."""
 
@@ -54,55 +68,102 @@ def _epoch_logger(live, split: str):
     return log
 
 
-def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, checkpoints: Path,
-        mp: ModelParams, tp: TrainParams) -> dict[str, dict]:
-    prepared = Prepared(prepared_dir)
+def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> dict[str, list[str]]:
+    """The splits to train, once every setting is known to fit the data and the process count."""
     splits = resolve_source(tp.source, prepared.generators)
     if mp.arch == "unet-seed" and prepared.size % 4:
         # Two max-pools and two x2 upsamplings: other sizes cannot be concatenated back.
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
-    threads = setup_threads(tp.threads)
-    device = pick_device(tp.device)
+    if world > 1 and tp.distribute == "data" and tp.batch_size % world:
+        raise ValueError(f"train.batch_size ({tp.batch_size}) must be divisible by the number of processes "
+                         f"({world}) with train.distribute=data")
+    if world > 1 and tp.distribute == "splits" and len(splits) < world:
+        raise ValueError(f"train.distribute=splits gives each of {world} processes whole splits, but "
+                         f"train.source={tp.source} has {len(splits)}; use train.distribute=data")
+    return splits
+
+
+def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, checkpoints: Path,
+        mp: ModelParams, tp: TrainParams, ranks: Ranks | None = None) -> dict[str, dict]:
+    """Train every split; on rank 0, write the models, curves and DVCLive log.
+
+    Alone, or under torchrun with `train.distribute`: `data`, every process trains every
+    split together (DDP); `splits`, process r trains splits r, r + world, ... on its own
+    device, and rank 0 gathers them. A split's checkpoints belong to the process that
+    writes them: rank 0 in `data`, the split's process in `splits`.
+    """
+    ranks = ranks or distributed.from_env()
+    prepared = Prepared(prepared_dir)
+    splits = plan(prepared, mp, tp, ranks.world)
+    threads = setup_threads(tp.threads or max(1, available_cores() // ranks.local_world))
+    device = distributed.local_device(pick_device(tp.device), ranks)
     precision = pick_precision(tp.precision, device)
     data_id = data_fingerprint(prepared)
-    tqdm.write(f"training {', '.join(splits)} on {device} ({precision}, {threads} threads), "
-               f"{mp.arch} at {prepared.size}px")
+    by_split = tp.distribute == "splits" and ranks.parallel
+    group = SINGLE if by_split else ranks  # the processes that train one split together
+    mine = [s for i, s in enumerate(splits) if not by_split or i % ranks.world == ranks.rank]
+    if ranks.main:
+        how = "" if not ranks.parallel else (
+            f", {ranks.world} processes, one split each" if by_split else f", {ranks.world} processes (DDP)")
+        tqdm.write(f"training {', '.join(splits)} on {device.type} ({precision}, {threads} threads{how}), "
+                   f"{mp.arch} at {prepared.size}px")
 
-    results: dict[str, dict] = {}
-    keys = []
-    with atomic_dir(live_dir) as live_tmp:
-        # DVCLive writes the per-epoch curves that `dvc plots show` draws; no Git commits of its own.
-        live = Live(str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None)
-        for split, gens in splits.items():
-            key = run_key(split, gens, mp, tp, data_id, precision)
-            keys.append(key)
-            done = checkpoints / f"{split}-{key}.done.pt"
-            if done.exists():  # finished before an interruption
-                results[split] = torch.load(done, weights_only=False)
-                tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
-                for row in results[split]["history"]:
-                    _epoch_logger(live, split)(row)
-                continue
-            train = [prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")]
-            valid = [prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")]
-            reals = [prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else []
-            checkpoints.mkdir(parents=True, exist_ok=True)
-            result = fit(split, train, valid, mp, tp, device, precision, real_pairs=reals,
-                         checkpoint=checkpoints / f"{split}-{key}.pt", on_epoch=_epoch_logger(live, split))
-            result.update(split=split, train_generators=gens, size=prepared.size,
-                          model=dataclasses.asdict(mp), precision=precision)
-            torch.save(result, done)
-            (checkpoints / f"{split}-{key}.pt").unlink(missing_ok=True)
-            results[split] = result
-        live.end()
+    distributed.init(ranks, device)
+    try:
+        results: dict[str, dict] = {}
+        keys = {s: run_key(s, splits[s], mp, tp, data_id, precision, group.world) for s in splits}
+        with atomic_dir(live_dir) if ranks.main else contextlib.nullcontext() as live_tmp:
+            # DVCLive writes the per-epoch curves that `dvc plots show` draws; no Git commits of its own.
+            live = Live(str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None) if ranks.main else None
+            for split in mine:
+                gens, key = splits[split], keys[split]
+                done = checkpoints / f"{split}-{key}.done.pt"
+                if distributed.broadcast(done.exists() if group.main else None, group):
+                    if group.main:  # finished before an interruption
+                        results[split] = torch.load(done, weights_only=False)
+                        tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
+                        if live:
+                            _log_history(live, split, results[split]["history"])
+                    continue
+                train = [prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")]
+                valid = [prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")]
+                reals = [prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else []
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                result = fit(split, train, valid, mp, tp, device, precision, real_pairs=reals,
+                             checkpoint=checkpoints / f"{split}-{key}.pt",
+                             on_epoch=_epoch_logger(live, split) if live else None,
+                             group=group, progress=ranks.main)
+                if group.main:
+                    result.update(split=split, train_generators=gens, size=prepared.size,
+                                  model=dataclasses.asdict(mp), precision=precision)
+                    with atomic_file(done) as tmp:
+                        torch.save(result, tmp)
+                    (checkpoints / f"{split}-{key}.pt").unlink(missing_ok=True)
+                    results[split] = result
+            if by_split:
+                gathered = distributed.gather(results, ranks)
+                if ranks.main:
+                    for theirs in gathered[1:]:
+                        for split, result in theirs.items():
+                            _log_history(live, split, result["history"])
+                            results[split] = result
+                    results = {s: results[s] for s in splits}
+            if live:
+                live.end()
 
-    with atomic_dir(models_dir) as tmp:
-        for split, result in results.items():
-            torch.save(result, tmp / f"{split}.pt")
-    curves.parent.mkdir(parents=True, exist_ok=True)
-    training_curves({s: r["history"] for s, r in results.items()}, curves)
-    for split, key in zip(splits, keys):
-        (checkpoints / f"{split}-{key}.done.pt").unlink(missing_ok=True)
+        if ranks.main:
+            with atomic_dir(models_dir) as tmp:
+                for split, result in results.items():
+                    torch.save(result, tmp / f"{split}.pt")
+            curves.parent.mkdir(parents=True, exist_ok=True)
+            training_curves({s: r["history"] for s, r in results.items()}, curves)
+        # Every output is in place: now each writer may drop its finished splits' resume files.
+        distributed.barrier(ranks)
+        if group.main:
+            for split in mine:
+                (checkpoints / f"{split}-{keys[split]}.done.pt").unlink(missing_ok=True)
+    finally:
+        distributed.shutdown()
     return results
 
 
@@ -115,12 +176,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoints", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
+    ranks = distributed.from_env()
+    if ranks.parallel:
+        distributed.die_with_parent(signal.SIGKILL)  # never outlive torchrun
     try:
         tp = load_section(TrainParams, "train", args.params)
         mp = load_section(ModelParams, "model", args.params)
-        run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp)
+        if tp.procs > 1 and not ranks.parallel:
+            # Check what can be checked once, here, rather than in every process.
+            plan(Prepared(args.prepared), mp, tp, tp.procs)
+            status = distributed.relaunch_under_torchrun(tp.procs, "stages.train",
+                                                         sys.argv[1:] if argv is None else argv)
+            if status:
+                raise RuntimeError(f"train.procs={tp.procs}: a training process failed "
+                                   f"(exit status {status}); its error is above")
+            return
+        run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp, ranks)
     except (ParamsError, ValueError, FileNotFoundError, NonFiniteLoss, RuntimeError) as e:
-        raise SystemExit(f"error: {e}") from None
+        where = "" if ranks.main else f" (rank {ranks.rank})"
+        raise SystemExit(f"error{where}: {e}") from None
 
 
 if __name__ == "__main__":
