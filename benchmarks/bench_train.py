@@ -240,7 +240,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
         valid_times = []
         for _ in range(args.valid_repeats):
             start = time.perf_counter()
-            mean_iou(model, valid, device, precision)
+            mean_iou(model, valid, device, precision, tp.batch_size)
             valid_times.append(time.perf_counter() - start)
 
     overhead = median(ratios)

@@ -122,7 +122,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
                     if group.main:  # finished before an interruption
                         results[split] = torch.load(done, weights_only=False)
                         tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
-                        if live:
+                        if live is not None:
                             _log_history(live, split, results[split]["history"])
                     continue
                 train = [prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")]
@@ -131,7 +131,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
                 checkpoints.mkdir(parents=True, exist_ok=True)
                 result = fit(split, train, valid, mp, tp, device, precision, real_pairs=reals,
                              checkpoint=checkpoints / f"{split}-{key}.pt",
-                             on_epoch=_epoch_logger(live, split) if live else None,
+                             on_epoch=_epoch_logger(live, split) if live is not None else None,
                              group=group, progress=ranks.main)
                 if group.main:
                     result.update(split=split, train_generators=gens, size=prepared.size,
@@ -148,7 +148,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
                             _log_history(live, split, result["history"])
                             results[split] = result
                     results = {s: results[s] for s in splits}
-            if live:
+            if live is not None:
                 live.end()
 
         if ranks.main:
