@@ -134,6 +134,13 @@ def test_exp_run_retrains_only_the_chosen_split(project):
     assert sorted(p.name for p in (project / "models").glob("*.pt")) == ["poisson.pt"]
 
 
+def test_exp_run_trains_with_two_processes(project):
+    proc = dvc(project, "exp", "run", "-S", "train.source=poisson", "-S", "train.procs=2")
+    assert "2 processes (DDP)" in proc.stdout + proc.stderr
+    assert list(iou(project)) == ["poisson"]
+    assert 0.0 <= iou(project)["poisson"]["poisson"] <= 1.0
+
+
 def test_exp_run_with_an_unknown_source_lists_valid_splits(project):
     proc = dvc(project, "exp", "run", "-S", "train.source=nonsense", check=False)
     assert proc.returncode != 0
