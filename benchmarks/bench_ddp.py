@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `localize` importable wit
 from localize import distributed  # noqa: E402
 from localize.config import parse_section  # noqa: E402
 from localize.models import ModelParams  # noqa: E402
-from localize.runtime import available_cores, pick_device, pick_precision, setup_threads  # noqa: E402
+from localize.runtime import pick_device, pick_precision, setup_threads  # noqa: E402
 from localize.training import TrainParams, fit  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def make_arrays(folder: Path, n: int, size: int) -> list[tuple[np.ndarray, np.nd
 
 def worker(args: argparse.Namespace) -> None:
     ranks = distributed.from_env()
-    threads = setup_threads(max(1, available_cores() // ranks.local_world))
+    threads = setup_threads(None, processes=ranks.local_world)
     device = distributed.local_device(pick_device(args.device), ranks)
     precision = pick_precision(args.precision, device)
     distributed.init(ranks, device)

@@ -58,7 +58,9 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def setup_threads(threads: int | None) -> int:
-    n = threads or available_cores()
+def setup_threads(threads: int | None, processes: int = 1) -> int:
+    """Set torch's intra-op threads: `threads`, or by default an equal share of the usable
+    cores for each of this machine's `processes` training processes."""
+    n = threads or max(1, available_cores() // processes)
     torch.set_num_threads(n)
     return n

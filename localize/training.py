@@ -109,6 +109,16 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def batch_slice(batch_size: int, group: Ranks) -> tuple[int, int]:
+    """This rank's positions [lo, hi) in every global batch; the ranks' slices must be equal,
+    so that DDP's average of their gradients is the gradient of the global batch's loss."""
+    if batch_size % group.world:
+        raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes "
+                         f"({group.world}) with train.distribute=data")
+    share = batch_size // group.world
+    return group.rank * share, (group.rank + 1) * share
+
+
 def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision,
              batch_size: int, ranks: Ranks = SINGLE) -> float:
     """Mean per-image IoU at threshold 0.5; with several ranks, each scores every world-th image."""
@@ -155,12 +165,7 @@ def fit(
     real_pool = ArrayPool(real_pairs or [])
     if n_synthetic and len(real_pool) == 0:
         raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
-    if tp.batch_size % group.world:
-        raise ValueError(f"train.batch_size ({tp.batch_size}) must be divisible by the number of "
-                         f"data-parallel processes ({group.world})")
-    # This rank's positions [lo, hi) in every global batch of [fakes..., synthetic fakes...].
-    lo = group.rank * tp.batch_size // group.world
-    hi = lo + tp.batch_size // group.world
+    lo, hi = batch_slice(tp.batch_size, group)  # in every global batch of [fakes..., synthetic fakes...]
 
     torch.manual_seed(_epoch_seed(tp.seed, split, -1))
     model = build_model(mp).to(device).to(memory_format=torch.channels_last)

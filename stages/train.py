@@ -35,9 +35,9 @@ from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
 from localize.prepared import Prepared
-from localize.runtime import available_cores, pick_device, pick_precision, setup_threads
+from localize.runtime import pick_device, pick_precision, setup_threads
 from localize.splits import resolve_source
-from localize.training import NonFiniteLoss, TrainParams, fit, run_key
+from localize.training import NonFiniteLoss, TrainParams, batch_slice, fit, run_key
 
 
 def data_fingerprint(prepared: Prepared) -> str:
@@ -74,9 +74,8 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
     if mp.arch == "unet-seed" and prepared.size % 4:
         # Two max-pools and two x2 upsamplings: other sizes cannot be concatenated back.
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
-    if world > 1 and tp.distribute == "data" and tp.batch_size % world:
-        raise ValueError(f"train.batch_size ({tp.batch_size}) must be divisible by the number of processes "
-                         f"({world}) with train.distribute=data")
+    if tp.distribute == "data":
+        batch_slice(tp.batch_size, Ranks(world=world))  # fit's check, made before any process starts
     if world > 1 and tp.distribute == "splits" and len(splits) < world:
         raise ValueError(f"train.distribute=splits gives each of {world} processes whole splits, but "
                          f"train.source={tp.source} has {len(splits)}; use train.distribute=data")
@@ -95,7 +94,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
     ranks = ranks or distributed.from_env()
     prepared = Prepared(prepared_dir)
     splits = plan(prepared, mp, tp, ranks.world)
-    threads = setup_threads(tp.threads or max(1, available_cores() // ranks.local_world))
+    threads = setup_threads(tp.threads, processes=ranks.local_world)
     device = distributed.local_device(pick_device(tp.device), ranks)
     precision = pick_precision(tp.precision, device)
     data_id = data_fingerprint(prepared)
