@@ -1,4 +1,4 @@
-"""Read access to the pipeline's data files: the index CSV and the arrays that preprocess writes.
+"""Read access to the arrays that preprocess writes.
 
     <root>/manifest.json                       {"size": S, "generators": [...], "splits": {name: {split: n}}}
     <root>/<generator>/<split>/images.npy      uint8 (N, S, S, 3), RGB
@@ -14,14 +14,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-INDEX_COLUMNS = ("generator", "split", "id", "image", "mask", "width", "height", "fake_fraction")
 
 
 class PreparedError(ValueError, KeyError):
@@ -29,25 +23,6 @@ class PreparedError(ValueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
-
-
-def read_index(path: str | Path) -> pd.DataFrame:
-    """data/index.csv as a DataFrame, ids kept as strings (Dolos ids look like numbers: 000123)."""
-    import pandas as pd  # only the stages that read the index pay for pandas
-
-    path = Path(path)
-    text_columns = {c: str for c in ("generator", "split", "id", "image", "mask")}
-    try:
-        frame = pd.read_csv(path, dtype=text_columns, keep_default_na=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: index not found; run the index stage first") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable index CSV ({e})") from None
-    missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; "
-                         f"expected {', '.join(INDEX_COLUMNS)}")
-    return frame[list(INDEX_COLUMNS)]
 
 
 class Prepared:

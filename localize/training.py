@@ -29,17 +29,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from localize import distributed
+from localize import torchrun
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
 from localize.config import choice
-from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
 from localize.models import ModelParams, build_model
 from localize.runtime import autocast
 from localize.synthetic import self_blend
+from localize.torchrun import SINGLE, Ranks
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]],
             scores.append(iou_per_image(binarize(prob), true))
             start += len(prob)
     scores = np.concatenate(scores) if scores else np.zeros(0)
-    total, count = distributed.all_sum([float(scores.sum()), len(scores)], ranks, device)
+    total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, device)
     return total / count if count else float("nan")
 
 
@@ -180,7 +180,7 @@ def fit(
     saved = None
     if group.main and checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location="cpu" if group.parallel else device, weights_only=False)
-    saved = distributed.broadcast(saved, group)
+    saved = torchrun.broadcast(saved, group)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -232,7 +232,7 @@ def fit(
             loss = loss_fn(logits, y)
             value = loss.item()
             if group.parallel:
-                value = distributed.all_sum([value], group, device)[0] / group.world
+                value = torchrun.all_sum([value], group, device)[0] / group.world
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(
                     f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
@@ -246,7 +246,7 @@ def fit(
         if group.parallel:
             # BatchNorm running statistics as rank 0 has them, so all ranks validate (and save) one model.
             for buffer in model.buffers():
-                torch.distributed.broadcast(buffer, 0)
+                torch.torchrun.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
         valid_iou = mean_iou(model, valid_pairs, device, precision, tp.batch_size, group)
         row = {"epoch": epoch, "train_loss": total / steps, "valid_iou": valid_iou}

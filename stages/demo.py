@@ -17,13 +17,10 @@ the params seed plus stable string keys (generator, photo id), never from the ru
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -34,6 +31,8 @@ from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
 from localize.layout import REAL, SPLITS
+from localize.process_pool import ordered_map
+from localize.runtime import available_cores
 
 # Four generators by default: each one adds two models (alone, and held out) to the training
 # table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
@@ -42,6 +41,7 @@ from localize.layout import REAL, SPLITS
 DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg")
 PNG_COMPRESS_LEVEL = 6  # fixed, so the bytes do not depend on a library default
 SHEET_ROWS = 3
+MAX_CHUNK = 4  # photos per task handed to a worker process
 
 
 @dataclass(frozen=True)
@@ -108,14 +108,7 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # the pool is the parallelism; avoid oversubscribing two cores
 
 
-def _map(pool: Any, fn: Any, items: Iterable[Any]) -> Iterator[Any]:
-    """Ordered, lazy map: in the pool when there is one, else in this process."""
-    return pool.imap(fn, items, chunksize=4) if pool is not None else map(fn, items)
-
-
-def load_faces(
-    photos: Sequence[faces.Photo], cfg: DemoParams, pool: Any, summary: Summary
-) -> list[faces.Face]:
+def load_faces(photos: Sequence[faces.Photo], cfg: DemoParams, jobs: int, summary: Summary) -> list[faces.Face]:
     """Face crops in photo-id order, skipping placeholders, stopping at cfg.max_faces."""
     wanted = len(photos) if cfg.max_faces is None else min(cfg.max_faces, len(photos))
     kept: list[faces.Face] = []
@@ -126,7 +119,7 @@ def load_faces(
         while len(kept) < wanted and start < len(photos):
             batch = photos[start : start + wanted - len(kept)]
             start += len(batch)
-            for face in _map(pool, _load, [(p, cfg.size) for p in batch]):
+            for face in ordered_map(_load, [(p, cfg.size) for p in batch], jobs, MAX_CHUNK, _init_worker):
                 bar.update()
                 if face is None:
                     summary.placeholders += 1
@@ -242,42 +235,35 @@ def run(out: Path, sheet: Path, cfg: DemoParams, jobs: int = 1, photo_root: Path
     """Build the dataset under `out` and the contact sheet at `sheet`; all or nothing."""
     photos, n_files = faces.scan(photo_root or faces.package_photo_dir())
     summary = Summary(files=n_files, distinct=len(photos))
-    ctx = multiprocessing.get_context()
-    pool = ctx.Pool(jobs, initializer=_init_worker) if jobs > 1 else None
-    try:
-        kept = load_faces(photos, cfg, pool, summary)
-        if len(kept) < len(SPLITS):
-            raise ValueError(f"only {len(kept)} usable face photos; need at least {len(SPLITS)}")
-        summary.splits = split_ids([f.id for f in kept], cfg)
-        split_of = {i: split for split, ids in summary.splits.items() for i in ids}
-        by_split = {split: [f for f in kept if split_of[f.id] == split] for split in SPLITS}
+    kept = load_faces(photos, cfg, jobs, summary)
+    if len(kept) < len(SPLITS):
+        raise ValueError(f"only {len(kept)} usable face photos; need at least {len(SPLITS)}")
+    summary.splits = split_ids([f.id for f in kept], cfg)
+    split_of = {i: split for split, ids in summary.splits.items() for i in ids}
+    by_split = {split: [f for f in kept if split_of[f.id] == split] for split in SPLITS}
 
-        with atomic_dir(out) as root:
-            for split in SPLITS:
-                (root / REAL / split).mkdir(parents=True)
-                for name in cfg.generators:
-                    for kind in ("images", "masks"):
-                        (root / "fake" / name / kind / split).mkdir(parents=True)
-            work = (
-                _Job(f, split_of[f.id], {name: pick_donor(f, by_split[split_of[f.id]], name, cfg.seed)
-                                         for name in cfg.generators if generators.needs_donor(name)},
-                     cfg, root)
-                for f in kept
-            )
-            summary.fake_fractions = {name: {} for name in cfg.generators}
-            bar = tqdm(_map(pool, _build_one, work), total=len(kept), desc="demo fakes", unit="face",
-                       file=sys.stderr)
-            for face, fractions in zip(kept, bar, strict=True):
-                for name, fraction in fractions.items():
-                    summary.fake_fractions[name][face.id] = fraction
-            # The sheet shows the same test faces for every generator, so they compare side by side.
-            shown = summary.splits["test"][:SHEET_ROWS]
-            with atomic_file(sheet) as tmp:
-                save_png(contact_sheet(root, cfg, split_of, shown), tmp)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    with atomic_dir(out) as root:
+        for split in SPLITS:
+            (root / REAL / split).mkdir(parents=True)
+            for name in cfg.generators:
+                for kind in ("images", "masks"):
+                    (root / "fake" / name / kind / split).mkdir(parents=True)
+        work = [
+            _Job(f, split_of[f.id], {name: pick_donor(f, by_split[split_of[f.id]], name, cfg.seed)
+                                     for name in cfg.generators if generators.needs_donor(name)},
+                 cfg, root)
+            for f in kept
+        ]
+        summary.fake_fractions = {name: {} for name in cfg.generators}
+        built = ordered_map(_build_one, work, jobs, MAX_CHUNK, _init_worker)
+        bar = tqdm(built, total=len(kept), desc="demo fakes", unit="face", file=sys.stderr)
+        for face, fractions in zip(kept, bar, strict=True):
+            for name, fraction in fractions.items():
+                summary.fake_fractions[name][face.id] = fraction
+        # The sheet shows the same test faces for every generator, so they compare side by side.
+        shown = summary.splits["test"][:SHEET_ROWS]
+        with atomic_file(sheet) as tmp:
+            save_png(contact_sheet(root, cfg, split_of, shown), tmp)
     return summary
 
 
@@ -295,19 +281,12 @@ def report(summary: Summary, cfg: DemoParams) -> str:
     return "\n".join(lines)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (Dolos layout)")
     parser.add_argument("--sheet", type=Path, required=True, help="contact sheet PNG to write")
     # A CLI option, not a param: the output does not depend on it, so changing it must not rerun the stage.
-    parser.add_argument("--jobs", type=int, default=_cores(),
+    parser.add_argument("--jobs", type=int, default=available_cores(),
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:

@@ -41,11 +41,11 @@ from localize.imageio import (
     is_image_file,
     load_mask_channel0,
 )
+from localize.index_csv import INDEX_COLUMNS
 from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
-from localize.parallel import ordered_map
+from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
-INDEX_COLUMNS = ["generator", "split", "id", "image", "mask", "width", "height", "fake_fraction"]
 PROBLEM_COLUMNS = ["severity", "kind", "generator", "split", "path", "problem"]
 ERROR, NOTE = "error", "note"
 
@@ -331,7 +331,7 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
     # Skip mode: drop every pair that has an error; orphans and duplicates are dropped pairs too.
     bad = {(p.generator, p.split, p.id) for p in errors if p.id}
     index = pd.DataFrame([r for r in rows if (r["generator"], r["split"], r["id"]) not in bad],
-                         columns=INDEX_COLUMNS)
+                         columns=list(INDEX_COLUMNS))
     fakes = sorted(set(index["generator"]) - {REAL})
     if not fakes:
         raise IndexDataError(f"no usable fake image left under {root} ({len(bad)} pair(s) dropped); "

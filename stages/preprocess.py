@@ -35,9 +35,9 @@ from tqdm import tqdm
 from localize.atomic import atomic_dir
 from localize.config import load_section
 from localize.imageio import ImageReadError, load_fake_mask, load_rgb, resize_image, resize_mask
+from localize.index_csv import read_index
 from localize.layout import REAL, SPLITS
-from localize.parallel import ordered_map
-from localize.prepared import read_index
+from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
 

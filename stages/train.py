@@ -27,16 +27,16 @@ import torch
 from dvclive import Live
 from tqdm import tqdm
 
-from localize import distributed
+from localize import torchrun
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
-from localize.distributed import SINGLE, Ranks
 from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
 from localize.prepared import Prepared
 from localize.runtime import pick_device, pick_precision, setup_threads
 from localize.splits import resolve_source
+from localize.torchrun import SINGLE, Ranks
 from localize.training import NonFiniteLoss, TrainParams, batch_slice, fit, run_key
 
 
@@ -91,11 +91,11 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
     device, and rank 0 gathers them. A split's checkpoints belong to the process that
     writes them: rank 0 in `data`, the split's process in `splits`.
     """
-    ranks = ranks or distributed.from_env()
+    ranks = ranks or torchrun.from_env()
     prepared = Prepared(prepared_dir)
     splits = plan(prepared, mp, tp, ranks.world)
     threads = setup_threads(tp.threads, processes=ranks.local_world)
-    device = distributed.local_device(pick_device(tp.device), ranks)
+    device = torchrun.local_device(pick_device(tp.device), ranks)
     precision = pick_precision(tp.precision, device)
     data_id = data_fingerprint(prepared)
     by_split = tp.distribute == "splits" and ranks.parallel
@@ -107,7 +107,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         tqdm.write(f"training {', '.join(splits)} on {device.type} ({precision}, {threads} threads{how}), "
                    f"{mp.arch} at {prepared.size}px")
 
-    distributed.init(ranks, device)
+    torchrun.init(ranks, device)
     try:
         results: dict[str, dict] = {}
         keys = {s: run_key(s, splits[s], mp, tp, data_id, precision, group.world) for s in splits}
@@ -117,7 +117,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
             for split in mine:
                 gens, key = splits[split], keys[split]
                 done = checkpoints / f"{split}-{key}.done.pt"
-                if distributed.broadcast(done.exists() if group.main else None, group):
+                if torchrun.broadcast(done.exists() if group.main else None, group):
                     if group.main:  # finished before an interruption
                         results[split] = torch.load(done, weights_only=False)
                         tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
@@ -140,7 +140,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
                     (checkpoints / f"{split}-{key}.pt").unlink(missing_ok=True)
                     results[split] = result
             if by_split:
-                gathered = distributed.gather(results, ranks)
+                gathered = torchrun.gather(results, ranks)
                 if ranks.main:
                     for theirs in gathered[1:]:
                         for split, result in theirs.items():
@@ -157,12 +157,12 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
             curves.parent.mkdir(parents=True, exist_ok=True)
             training_curves({s: r["history"] for s, r in results.items()}, curves)
         # Every output is in place: now each writer may drop its finished splits' resume files.
-        distributed.barrier(ranks)
+        torchrun.barrier(ranks)
         if group.main:
             for split in mine:
                 (checkpoints / f"{split}-{keys[split]}.done.pt").unlink(missing_ok=True)
     finally:
-        distributed.shutdown()
+        torchrun.shutdown()
     return results
 
 
@@ -175,16 +175,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoints", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
-    ranks = distributed.from_env()
+    ranks = torchrun.from_env()
     if ranks.parallel:
-        distributed.die_with_parent(signal.SIGKILL)  # never outlive torchrun
+        torchrun.die_with_parent(signal.SIGKILL)  # never outlive torchrun
     try:
         tp = load_section(TrainParams, "train", args.params)
         mp = load_section(ModelParams, "model", args.params)
         if tp.procs > 1 and not ranks.parallel:
             # Check what can be checked once, here, rather than in every process.
             plan(Prepared(args.prepared), mp, tp, tp.procs)
-            status = distributed.relaunch_under_torchrun(tp.procs, "stages.train",
+            status = torchrun.relaunch_under_torchrun(tp.procs, "stages.train",
                                                          sys.argv[1:] if argv is None else argv)
             if status:
                 raise RuntimeError(f"train.procs={tp.procs}: a training process failed "

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from localize.config import parse_section
-from localize.distributed import Ranks
 from localize.models import ModelParams
+from localize.torchrun import Ranks
 from localize.training import NonFiniteLoss, TrainParams
 from stages import train
 

@@ -21,9 +21,10 @@ from localize.imageio import (
     resize_mask,
     to_rgb,
 )
+from localize.index_csv import read_index
 from localize.layout import REAL
-from localize.parallel import ordered_map
-from localize.prepared import Prepared, PreparedError, read_index
+from localize.prepared import Prepared, PreparedError
+from localize.process_pool import ordered_map
 from stages import index as index_stage
 from stages import preprocess
 from stages.index import IndexParams

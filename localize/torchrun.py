@@ -1,4 +1,4 @@
-"""Several training processes under torchrun: who each one is, and the few collectives training needs.
+"""Several training processes under torchrun: who each one is (`Ranks`), and the few collectives training needs.
 
 `torchrun` (torch.distributed.run) starts the processes and sets RANK, WORLD_SIZE,
 LOCAL_RANK and LOCAL_WORLD_SIZE; a process started any other way is the single rank 0
