@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:  # run as a script: make `localize` importable wit
 from localize import torchrun  # noqa: E402
 from localize.config import parse_section  # noqa: E402
 from localize.models import ModelParams  # noqa: E402
-from localize.runtime import pick_device, pick_precision, setup_threads  # noqa: E402
-from localize.training import TrainParams, fit  # noqa: E402
+from localize.runtime import Runtime, pick_device, pick_precision, setup_threads  # noqa: E402
+from localize.training import SplitData, TrainParams, fit  # noqa: E402
 
 
 def make_arrays(folder: Path, n: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -59,8 +59,9 @@ def worker(args: argparse.Namespace) -> None:
                                          "batch_size": args.batch, "precision": precision}, "train")
         stamps: list[float] = []
         start = time.perf_counter()
-        fit("bench", pairs, [], ModelParams(arch=args.arch, width=args.width), tp, device, precision,
-            group=ranks, progress=False, on_epoch=lambda row: stamps.append(time.perf_counter()))
+        fit("bench", SplitData(train=pairs, valid=[]), ModelParams(arch=args.arch, width=args.width), tp,
+            Runtime(device, precision, threads), group=ranks, verbose=False,
+            on_epoch=lambda row: stamps.append(time.perf_counter()))
         epochs = np.diff([start, *stamps])[1:]  # the first epoch is the warm-up
         if ranks.main:
             print(json.dumps({"procs": ranks.world, "device": str(device.type), "precision": precision,

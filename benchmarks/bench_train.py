@@ -36,8 +36,8 @@ from localize.batches import ArrayPool, epoch_indices, random_flip, to_input, to
 from localize.losses import LOSSES  # noqa: E402
 from localize.models import ModelParams, build_model  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
-from localize.runtime import autocast, pick_device, pick_precision, setup_threads  # noqa: E402
-from localize.training import TrainParams, fit, mean_iou  # noqa: E402
+from localize.runtime import Runtime, autocast, pick_device, pick_precision, setup_threads  # noqa: E402
+from localize.training import SplitData, TrainParams, fit, mean_iou  # noqa: E402
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -164,7 +164,8 @@ def bench_overhead(args: argparse.Namespace) -> None:
         prepared = Prepared(fabricate_prepared(Path(tmp) / "prepared", counts, args.size))
         train = [prepared.arrays(g, "train") for g in gens]
         valid = [prepared.arrays(g, "valid") for g in gens]
-        fit_extra = {"real_pairs": [prepared.arrays("real", "train")]} if args.synthetic else {}
+        real_train = [prepared.arrays("real", "train")] if args.synthetic else []
+        rt = Runtime(device, precision, threads)
 
         # The baseline: same model, optimizer, batch shapes and precision; the batches are
         # tensors built before timing starts, so it is compute alone.
@@ -207,7 +208,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
 
         hook = torch.nn.modules.module.register_module_forward_pre_hook(stamp)
         try:
-            fit("bench", train, [], mp, tp, device, precision, on_epoch=on_epoch, **fit_extra)
+            fit("bench", SplitData(train, [], real_train), mp, tp, rt, on_epoch=on_epoch)
         finally:
             hook.remove()
         epochs = [marks[k][0] - marks[k - 1][1] for k in range(1, len(marks))]
@@ -222,7 +223,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
         if n_syn:
             from localize.synthetic import self_blend
 
-            real_pool = ArrayPool(fit_extra["real_pairs"])
+            real_pool = ArrayPool(real_train)
         data_times = []
         for _ in range(args.data_repeats):
             for idx in index_batches:
@@ -240,7 +241,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
         valid_times = []
         for _ in range(args.valid_repeats):
             start = time.perf_counter()
-            mean_iou(model, valid, device, precision, tp.batch_size)
+            mean_iou(model, valid, rt, tp.batch_size)
             valid_times.append(time.perf_counter() - start)
 
     overhead = median(ratios)

@@ -1,9 +1,8 @@
-"""Running a trained model: probability maps in batches, and loading saved models."""
+"""Running a trained model: probability maps in batches."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 from torch import nn
 
 from localize.batches import to_input
-from localize.models import ModelParams, build_model
 from localize.runtime import autocast
 
 CPU = torch.device("cpu")
@@ -35,24 +33,23 @@ def iter_probs(
             yield torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
 
+def iter_probs_with_masks(
+    model: nn.Module,
+    images: np.ndarray,
+    masks: np.ndarray,
+    batch_size: int = 64,
+    device: torch.device = CPU,
+    precision: str = "fp32",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(fake probabilities (B,H,W), true masks as bool (B,H,W)) batch by batch, aligned."""
+    start = 0
+    for prob in iter_probs(model, images, batch_size=batch_size, device=device, precision=precision):
+        yield prob, np.asarray(masks[start : start + len(prob)]).astype(bool)
+        start += len(prob)
+
+
 def predict_probs(model: nn.Module, images: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """All of `iter_probs` as one float32 (N,H,W) array."""
     size = images.shape[1:3]
     parts = list(iter_probs(model, images, **kwargs))
     return np.concatenate(parts) if parts else np.zeros((0, *size), np.float32)
-
-
-def load_model(path: str | Path, device: torch.device = CPU) -> tuple[nn.Module, dict]:
-    """A model saved by the train stage, and its metadata (split, size, generators, ...)."""
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: model file not found") from None
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a model saved by the train stage ({e})") from None
-    if not isinstance(saved, dict) or "state_dict" not in saved or "model" not in saved:
-        raise ValueError(f"{path}: not a model saved by the train stage")
-    model = build_model(ModelParams(**saved["model"]))
-    model.load_state_dict(saved["state_dict"])
-    model.to(device).to(memory_format=torch.channels_last).eval()
-    return model, saved

@@ -1,4 +1,4 @@
-"""Losses as pure tensor functions, with a thin nn.Module on top.
+"""Losses as pure tensor functions; `train.loss` picks one from LOSSES.
 
 Shapes: logits and target are (N, 1, H, W) or (N, H, W); target is 1 = fake, 0 = real.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 def soft_dice(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -36,14 +35,3 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, bce_weight: float 
 
 
 LOSSES = {"dice": dice_loss, "dice-bce": dice_bce_loss}
-
-
-class Loss(nn.Module):
-    def __init__(self, name: str):
-        super().__init__()
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-        self.fn = LOSSES[name]
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.fn(logits, target)

@@ -10,28 +10,31 @@ from __future__ import annotations
 import numpy as np
 
 
-def iou_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """IoU of boolean masks (N, H, W) -> (N,); 1.0 where prediction and truth are both empty."""
+def _overlap_counts(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image of boolean masks (N, H, W): |P & T|, |P|, |T|."""
     pred = pred.reshape(len(pred), -1).astype(bool)
     true = true.reshape(len(true), -1).astype(bool)
-    inter = (pred & true).sum(1)
-    union = (pred | true).sum(1)
-    out = np.ones(len(pred), dtype=np.float64)
-    nonempty = union > 0
-    out[nonempty] = inter[nonempty] / union[nonempty]
+    return (pred & true).sum(1), pred.sum(1), true.sum(1)
+
+
+def _ratio_or_one(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, and 1.0 where the denominator is 0 (prediction and truth both empty)."""
+    out = np.ones(len(denominator), dtype=np.float64)
+    nonempty = denominator > 0
+    out[nonempty] = numerator[nonempty] / denominator[nonempty]
     return out
+
+
+def iou_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """IoU of boolean masks (N, H, W) -> (N,); 1.0 where prediction and truth are both empty."""
+    inter, n_pred, n_true = _overlap_counts(pred, true)
+    return _ratio_or_one(inter, n_pred + n_true - inter)
 
 
 def f1_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Pixel F1 (= Dice) of boolean masks per image; 1.0 where both are empty."""
-    pred = pred.reshape(len(pred), -1).astype(bool)
-    true = true.reshape(len(true), -1).astype(bool)
-    inter = (pred & true).sum(1)
-    total = pred.sum(1) + true.sum(1)
-    out = np.ones(len(pred), dtype=np.float64)
-    nonempty = total > 0
-    out[nonempty] = 2 * inter[nonempty] / total[nonempty]
-    return out
+    inter, n_pred, n_true = _overlap_counts(pred, true)
+    return _ratio_or_one(2 * inter, n_pred + n_true)
 
 
 def binarize(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -51,9 +51,6 @@ class Prepared:
         """True if generator (or `real`) `name` has a non-empty `split`."""
         return self.splits.get(name, {}).get(split, 0) > 0
 
-    def count(self, name: str, split: str) -> int:
-        return self.splits.get(name, {}).get(split, 0)
-
     def _folder(self, name: str, split: str) -> Path:
         if not self.has(name, split):
             available = ", ".join(f"{n}/{s}" for n, d in self.splits.items() for s, c in d.items() if c)

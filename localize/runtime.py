@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a model runs, as resolved on this machine (recorded beside the results)."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    threads: int
 
 
 def available_cores() -> int:

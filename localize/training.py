@@ -6,10 +6,11 @@ and optimizer state at its start. A checkpoint after each epoch stores exactly t
 state (plus the best-so-far weights and the curve), so a killed run that resumes from
 its last checkpoint finishes with the same weights as one that never stopped.
 
-Data parallel. Under DDP the global batch stays `train.batch_size`: every rank draws
-the same batch and keeps its own slice, so only BatchNorm statistics (per process on
-CPU, synchronised on CUDA), dropout draws and float summation order differ from one
-process, and a one-process run is the plain loop with no collective call.
+Data parallel. Under DDP the global batch stays `train.batch_size`: every rank builds
+the batch one process would (`epoch_batches`) and keeps its own slice, so only BatchNorm
+statistics (per process on CPU, synchronised on CUDA), dropout draws and float summation
+order differ from one process, and a one-process run is the plain loop with no collective
+call.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import hashlib
 import json
 import math
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,11 +33,11 @@ from localize import torchrun
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
 from localize.config import choice
-from localize.inference import iter_probs
+from localize.inference import iter_probs_with_masks
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
 from localize.models import ModelParams, build_model
-from localize.runtime import autocast
+from localize.runtime import Runtime, autocast
 from localize.synthetic import self_blend
 from localize.torchrun import SINGLE, Ranks
 
@@ -80,6 +80,41 @@ class TrainParams:
             raise ValueError(f"synthetic must be in [0, 1), got {self.synthetic}")
 
 
+Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """What one split trains and selects on."""
+
+    train: Pairs  # the training generators' train fakes
+    valid: Pairs  # their valid fakes: best-epoch selection
+    real_train: Pairs = ()  # real training faces, the material of self-blended fakes
+
+
+@dataclass
+class Progress:
+    """Where a split's training stands after an epoch; a checkpoint stores it beside the weights."""
+
+    epoch: int = 0
+    best_iou: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def record(self, row: dict[str, float], model: torch.nn.Module, last_epoch: bool) -> None:
+        self.history.append(row)
+        self.epoch = row["epoch"]
+        # Ties keep the earlier epoch; NaN (no valid data) keeps the last epoch.
+        if row["valid_iou"] > self.best_iou or (math.isnan(row["valid_iou"]) and last_epoch):
+            self.best_iou, self.best_epoch = row["valid_iou"], row["epoch"]
+            self.best_state = copy.deepcopy(model.state_dict())
+
+    def best_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        best = self.best_state if self.best_state is not None else model.state_dict()
+        return {k: v.cpu() for k, v in best.items()}
+
+
 class NonFiniteLoss(FloatingPointError):
     pass
 
@@ -119,125 +154,134 @@ def batch_slice(batch_size: int, group: Ranks) -> tuple[int, int]:
     return group.rank * share, (group.rank + 1) * share
 
 
-def mean_iou(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndarray]], device, precision,
-             batch_size: int, ranks: Ranks = SINGLE) -> float:
+def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: str, epoch: int, steps: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's global batches, as one process trains on them: (x, y), each `tp.batch_size` long.
+
+    A batch is the generators' fakes, then self-blended fakes made from real faces, then random
+    flips of the whole. Everything depends only on (train.seed, split, epoch) and the data,
+    so every rank builds the same batches.
+    """
+    seed = _epoch_seed(tp.seed, split, epoch)
+    rng = np.random.default_rng(seed)
+    flips = torch.Generator().manual_seed(seed)  # flips and self-blends, in draw order
+    n_synthetic = round(tp.batch_size * tp.synthetic)
+    n_fake = tp.batch_size - n_synthetic
+    order = epoch_indices(len(fakes), steps * n_fake, rng)
+    real_order = epoch_indices(len(reals), steps * n_synthetic, rng) if n_synthetic else None
+    for step in range(steps):
+        xs, ys = [], []
+        if n_fake:
+            images, masks = fakes.gather(order[step * n_fake : (step + 1) * n_fake])
+            xs.append(to_input(images, device))
+            ys.append(to_target(masks, device))
+        if n_synthetic:
+            real, _ = reals.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
+            x_syn, y_syn = self_blend(to_input(real, device), flips)
+            xs.append(x_syn)
+            ys.append(y_syn)
+        x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
+        y = torch.cat(ys) if len(ys) > 1 else ys[0]
+        if tp.augment == "flip":
+            x, y = apply_flips(x, y, flip_draws(tp.batch_size, flips))
+        yield x, y
+
+
+def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE) -> float:
     """Mean per-image IoU at threshold 0.5; with several ranks, each scores every world-th image."""
-    scores = []
     part = slice(ranks.rank, None, ranks.world)
-    for images, masks in pairs:
-        images, masks = images[part], masks[part]
-        start = 0
-        for prob in iter_probs(model, images, batch_size=batch_size, device=device, precision=precision):
-            true = np.asarray(masks[start : start + len(prob)]).astype(bool)
-            scores.append(iou_per_image(binarize(prob), true))
-            start += len(prob)
+    scores = [iou_per_image(binarize(prob), true)
+              for images, masks in pairs
+              for prob, true in iter_probs_with_masks(model, images[part], masks[part], batch_size, rt.device,
+                                                      rt.precision)]
     scores = np.concatenate(scores) if scores else np.zeros(0)
-    total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, device)
+    total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
     return total / count if count else float("nan")
 
 
-def fit(
-    split: str,
-    train_pairs: list[tuple[np.ndarray, np.ndarray]],
-    valid_pairs: list[tuple[np.ndarray, np.ndarray]],
-    mp: ModelParams,
-    tp: TrainParams,
-    device: torch.device,
-    precision: str,
-    checkpoint: Path | None = None,
-    real_pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    group: Ranks = SINGLE,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train one split; return {"state_dict", "best_epoch", "valid_iou", "history"}.
-
-    `group` is the set of processes that train this split together (DDP). Every rank draws
-    the same global batch order, flips and self-blends, then keeps its own contiguous
-    slice of the batch, so the processes see exactly the batches one process would. Rank 0
-    alone reads and writes the checkpoint and reports progress.
-    """
-    pool = ArrayPool(train_pairs)
-    if len(pool) == 0:
-        raise ValueError(f"split {split!r}: no training images")
-    n_synthetic = round(tp.batch_size * tp.synthetic)
-    n_fake = tp.batch_size - n_synthetic
-    real_pool = ArrayPool(real_pairs or [])
-    if n_synthetic and len(real_pool) == 0:
-        raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
-    lo, hi = batch_slice(tp.batch_size, group)  # in every global batch of [fakes..., synthetic fakes...]
-
+def new_model(mp: ModelParams, tp: TrainParams, split: str, device: torch.device, group: Ranks):
+    """The network, seeded from (train.seed, split), and its optimizer."""
     torch.manual_seed(_epoch_seed(tp.seed, split, -1))
     model = build_model(mp).to(device).to(memory_format=torch.channels_last)
     if group.parallel and device.type == "cuda":
         # Per-GPU batches are small; statistics over the global batch keep BatchNorm as one process has it.
         # (SyncBatchNorm runs on accelerators only: CPU processes keep per-process statistics.)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    loss_fn = LOSSES[tp.loss]
-    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "best_state": None, "history": []}
+    return model, torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
 
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress):
+    with atomic_file(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
+                   tmp)
+
+
+def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    group: Ranks, device: torch.device) -> Progress | None:
+    """Rank 0 reads the checkpoint, if any, and every rank resumes from its state."""
     saved = None
-    if group.main and checkpoint is not None and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location="cpu" if group.parallel else device, weights_only=False)
+    if group.main and path is not None and path.exists():
+        saved = torch.load(path, map_location="cpu" if group.parallel else device, weights_only=False)
     saved = torchrun.broadcast(saved, group)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
-        if group.main:
-            tqdm.write(f"[{split}] resuming after epoch {state['epoch']} from {checkpoint}")
-        for row in state["history"]:
-            if on_epoch:
-                on_epoch(row)
+    if saved is None:
+        return None
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    return Progress(**saved["progress"])
+
+
+def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) -> None:
+    if len(fakes) == 0:
+        raise ValueError(f"split {split!r}: no training images")
+    if round(tp.batch_size * tp.synthetic) and len(reals) == 0:
+        raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
+
+
+def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime, group: Ranks = SINGLE,
+        checkpoint: Path | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
+        verbose: bool = True) -> tuple[dict[str, torch.Tensor], Progress]:
+    """Train one split; return the best epoch's weights (on CPU) and the run's progress record.
+
+    `group` is the set of processes that train this split together (DDP): each trains on
+    its slice of every global batch. Rank 0 alone reads and writes the checkpoint and reports;
+    `verbose` False keeps it quiet too (the other processes of a `splits` run).
+    """
+    fakes, reals = ArrayPool(data.train), ArrayPool(data.real_train)
+    check_data(split, fakes, reals, tp)
+    lo, hi = batch_slice(tp.batch_size, group)
+    model, optimizer = new_model(mp, tp, split, rt.device, group)
+    progress = load_checkpoint(checkpoint, model, optimizer, group, rt.device)
+    if progress is None:
+        progress = Progress()
+    elif group.main:
+        tqdm.write(f"[{split}] resuming after epoch {progress.epoch} from {checkpoint}")
+    for row in progress.history if on_epoch else ():
+        on_epoch(row)
     trained = model
     if group.parallel:
         trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+    loss_fn = LOSSES[tp.loss]
+    steps = tp.steps_per_epoch or math.ceil(len(fakes) / tp.batch_size)
 
-    steps = tp.steps_per_epoch or math.ceil(len(pool) / tp.batch_size)
-    for epoch in range(state["epoch"] + 1, tp.epochs + 1):
-        seed = _epoch_seed(tp.seed, split, epoch)
-        torch.manual_seed(seed + group.rank)  # dropout: each rank its own draws
-        rng = np.random.default_rng(seed)
-        flips = torch.Generator().manual_seed(seed)
-        order = epoch_indices(len(pool), steps * n_fake, rng)
-        real_order = epoch_indices(len(real_pool), steps * n_synthetic, rng) if n_synthetic else None
+    for epoch in range(progress.epoch + 1, tp.epochs + 1):
+        torch.manual_seed(_epoch_seed(tp.seed, split, epoch) + group.rank)  # dropout: each rank its own draws
         model.train()
         total = 0.0
         bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not (progress and group.main))
-        for step in bar:
-            xs, ys = [], []
-            if lo < n_fake:
-                images, masks = pool.gather(order[step * n_fake + lo : step * n_fake + min(hi, n_fake)])
-                xs.append(to_input(images, device))
-                ys.append(to_target(masks, device))
-            if n_synthetic:
-                # Every rank blends the whole synthetic part, so `flips` stays in step across ranks.
-                reals, _ = real_pool.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
-                x_syn, y_syn = self_blend(to_input(reals, device), flips)
-                a, b = max(lo, n_fake) - n_fake, hi - n_fake
-                if b > a:
-                    xs.append(x_syn[a:b])
-                    ys.append(y_syn[a:b])
-            x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
-            y = torch.cat(ys) if len(ys) > 1 else ys[0]
-            if tp.augment == "flip":
-                x, y = apply_flips(x, y, flip_draws(tp.batch_size, flips)[lo:hi])
-            with autocast(device, precision):
-                logits = trained(x)
+                   disable=not (verbose and group.main))
+        for step, (x, y) in zip(bar, epoch_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
+            with autocast(rt.device, rt.precision):
+                logits = trained(x[lo:hi])
             # Equal slices: the mean of the ranks' mean losses is the global batch's loss, and
             # DDP's gradient average is its gradient.
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y[lo:hi])
             value = loss.item()
             if group.parallel:
-                value = torchrun.all_sum([value], group, device)[0] / group.world
+                value = torchrun.all_sum([value], group, rt.device)[0] / group.world
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
-                raise NonFiniteLoss(
-                    f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
-                    f"try a lower train.lr (now {tp.lr}) or train.precision=fp32"
-                )
+                raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
+                                    f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -246,27 +290,15 @@ def fit(
         if group.parallel:
             # BatchNorm running statistics as rank 0 has them, so all ranks validate (and save) one model.
             for buffer in model.buffers():
-                torch.torchrun.broadcast(buffer, 0)
+                torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        valid_iou = mean_iou(model, valid_pairs, device, precision, tp.batch_size, group)
-        row = {"epoch": epoch, "train_loss": total / steps, "valid_iou": valid_iou}
-        state["history"].append(row)
-        state["epoch"] = epoch
-        # Ties keep the earlier epoch; NaN (no valid data) keeps the last epoch.
-        if valid_iou > state["best_iou"] or (math.isnan(valid_iou) and epoch == tp.epochs):
-            state.update(best_iou=valid_iou, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()))
+        row = {"epoch": epoch, "train_loss": total / steps,
+               "valid_iou": mean_iou(model, data.valid, rt, tp.batch_size, group)}
+        progress.record(row, model, last_epoch=epoch == tp.epochs)
         if group.main:
-            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {valid_iou:.4f}")
+            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {row['valid_iou']:.4f}")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:
             on_epoch(row)
-        if checkpoint is not None and group.main:
-            with atomic_file(checkpoint) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
-
-    best = state["best_state"] if state["best_state"] is not None else model.state_dict()
-    return {
-        "state_dict": {k: v.cpu() for k, v in best.items()},
-        "best_epoch": state["best_epoch"],
-        "valid_iou": state["best_iou"],
-        "history": state["history"],
-    }
+    return progress.best_weights(model), progress

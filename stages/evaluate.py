@@ -6,7 +6,7 @@
 
 Localization: per image, binarize the fake probability at 0.5 and take IoU (1.0 when
 prediction and truth are both empty); the score is the mean over a generator's test
-images (DESIGN.md §4). Beside it: per-image F1 at 0.5, pixel-level average precision and
+images (README, "The evaluation protocol"). Beside it: per-image F1 at 0.5, pixel-level average precision and
 best-threshold F1 (pooled pixels), image-level detection AUC of that generator's fakes
 against the real test faces, and the mean predicted fake area on real faces.
 """
@@ -23,12 +23,13 @@ import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
-from localize.inference import iter_probs, load_model
+from localize.inference import iter_probs_with_masks, predict_probs
 from localize.layout import REAL
 from localize.metrics import PixelHistogram, binarize, f1_per_image, iou_per_image, roc_auc
 from localize.plots import grid, heatmap, overlay
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
+from localize.saved_model import load_model
 from localize.splits import held_out
 
 
@@ -59,8 +60,7 @@ def evaluate_model(model, prepared: Prepared, ep: EvaluateParams) -> tuple[dict,
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         images, _ = prepared.arrays(REAL, "test")
-        probs = list(iter_probs(model, images, batch_size=ep.batch_size))
-        real_probs = np.concatenate(probs) if probs else np.zeros((0, prepared.size, prepared.size))
+        real_probs = predict_probs(model, images, batch_size=ep.batch_size)
         real_scores = _image_score(real_probs, ep.detection_score)
         scores[REAL] = {"fake_area": float(binarize(real_probs, ep.threshold).mean()) if len(real_probs) else math.nan}
     for gen in prepared.generators:
@@ -69,8 +69,7 @@ def evaluate_model(model, prepared: Prepared, ep: EvaluateParams) -> tuple[dict,
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist = [], [], [], PixelHistogram()
         start = 0
-        for prob in iter_probs(model, images, batch_size=ep.batch_size):
-            true = np.asarray(masks[start : start + len(prob)]).astype(bool)
+        for prob, true in iter_probs_with_masks(model, images, masks, batch_size=ep.batch_size):
             pred = binarize(prob, ep.threshold)
             ious.append(iou_per_image(pred, true))
             f1s.append(f1_per_image(pred, true))
@@ -150,9 +149,9 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
     table, all_scores, kept = {}, {}, {}
     for path in model_files:
         model, saved = load_model(path)
-        if saved["size"] != prepared.size:
-            raise ValueError(f"{path}: trained at {saved['size']}px but the prepared data is {prepared.size}px")
-        split = saved["split"]
+        if saved.size != prepared.size:
+            raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
+        split = saved.split
         table[split], all_scores[split], kept[split] = evaluate_model(model, prepared, ep)
         print(f"{split:>20}: " + "  ".join(f"{g} {100 * v:.1f}" for g, v in table[split].items()))
     gens = prepared.generators

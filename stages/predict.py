@@ -21,9 +21,10 @@ from PIL import Image
 
 from localize.atomic import atomic_file
 from localize.imageio import ImageReadError, load_rgb, resize_image
-from localize.inference import load_model, predict_probs
+from localize.inference import predict_probs
 from localize.plots import overlay
 from localize.runtime import setup_threads
+from localize.saved_model import load_model
 
 
 def predict_image(model, size: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +43,7 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
     errors = []
     for path in images:
         try:
-            rgb, prob = predict_image(model, saved["size"], path)
+            rgb, prob = predict_image(model, saved.size, path)
         except ImageReadError as e:
             errors.append(f"error: {e}")
             continue

@@ -21,9 +21,10 @@ import dataclasses
 import hashlib
 import signal
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from dvclive import Live
 from tqdm import tqdm
 
@@ -34,10 +35,11 @@ from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
 from localize.prepared import Prepared
-from localize.runtime import pick_device, pick_precision, setup_threads
+from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
+from localize.saved_model import SavedModel
 from localize.splits import resolve_source
 from localize.torchrun import SINGLE, Ranks
-from localize.training import NonFiniteLoss, TrainParams, batch_slice, fit, run_key
+from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, fit, run_key
 
 
 def data_fingerprint(prepared: Prepared) -> str:
@@ -82,80 +84,124 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
     return splits
 
 
+def assign(splits: dict[str, list[str]], tp: TrainParams, ranks: Ranks) -> tuple[Ranks, list[str]]:
+    """The processes that train one split together, and the splits this process trains.
+
+    `data` (or one process): every process trains every split, together (DDP);
+    `splits`: process r trains splits r, r + world, ... alone.
+    """
+    if tp.distribute == "splits" and ranks.parallel:
+        return SINGLE, [s for i, s in enumerate(splits) if i % ranks.world == ranks.rank]
+    return ranks, list(splits)
+
+
+@contextlib.contextmanager
+def live_log(live_dir: Path, main: bool) -> Iterator[Live | None]:
+    """DVCLive's per-epoch curves (what `dvc plots show` draws), on rank 0; no Git commits of its own."""
+    if not main:
+        yield None
+        return
+    with atomic_dir(live_dir) as tmp:
+        live = Live(str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
+        yield live
+        live.end()
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What every split this process trains shares: data, params, device, and where to report."""
+
+    prepared: Prepared
+    mp: ModelParams
+    tp: TrainParams
+    rt: Runtime
+    group: Ranks  # the processes that train one split together
+    checkpoints: Path
+    live: Live | None  # rank 0's DVCLive log
+    verbose: bool  # progress bars and epoch lines: on rank 0 of the whole run only
+
+    def train_split(self, split: str, gens: list[str], checkpoint: Path) -> SavedModel:
+        prepared, tp = self.prepared, self.tp
+        data = SplitData(
+            train=[prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")],
+            valid=[prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")],
+            real_train=[prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else [],
+        )
+        on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
+        weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)
+        return SavedModel(state_dict=weights, best_epoch=progress.best_epoch, valid_iou=progress.best_iou,
+                          history=progress.history, split=split, train_generators=gens, size=prepared.size,
+                          model=dataclasses.asdict(self.mp), precision=self.rt.precision)
+
+    def train_splits(self, mine: list[str], splits: dict[str, list[str]], keys: dict[str, str],
+                     ) -> dict[str, SavedModel]:
+        """Train `mine`; a split finished before an interruption is read back, not retrained."""
+        results: dict[str, SavedModel] = {}
+        main = self.group.main
+        for split in mine:
+            checkpoint = self.checkpoints / f"{split}-{keys[split]}.pt"
+            done = self.checkpoints / f"{split}-{keys[split]}.done.pt"
+            if torchrun.broadcast(done.exists() if main else None, self.group):
+                if main:
+                    results[split] = SavedModel.load(done)
+                    tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
+                    if self.live is not None:
+                        _log_history(self.live, split, results[split].history)
+                continue
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            result = self.train_split(split, splits[split], checkpoint)
+            if main:
+                with atomic_file(done) as tmp:
+                    result.save(tmp)
+                checkpoint.unlink(missing_ok=True)
+                results[split] = result
+        return results
+
+
+def write_outputs(results: dict[str, SavedModel], models_dir: Path, curves: Path) -> None:
+    with atomic_dir(models_dir) as tmp:
+        for split, result in results.items():
+            result.save(tmp / f"{split}.pt")
+    curves.parent.mkdir(parents=True, exist_ok=True)
+    training_curves({s: r.history for s, r in results.items()}, curves)
+
+
 def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, checkpoints: Path,
-        mp: ModelParams, tp: TrainParams, ranks: Ranks | None = None) -> dict[str, dict]:
+        mp: ModelParams, tp: TrainParams, ranks: Ranks | None = None) -> dict[str, SavedModel]:
     """Train every split; on rank 0, write the models, curves and DVCLive log.
 
-    Alone, or under torchrun with `train.distribute`: `data`, every process trains every
-    split together (DDP); `splits`, process r trains splits r, r + world, ... on its own
-    device, and rank 0 gathers them. A split's checkpoints belong to the process that
-    writes them: rank 0 in `data`, the split's process in `splits`.
+    A split's checkpoints belong to the process that writes them: rank 0 of its group.
     """
     ranks = ranks or torchrun.from_env()
     prepared = Prepared(prepared_dir)
     splits = plan(prepared, mp, tp, ranks.world)
     threads = setup_threads(tp.threads, processes=ranks.local_world)
     device = torchrun.local_device(pick_device(tp.device), ranks)
-    precision = pick_precision(tp.precision, device)
-    data_id = data_fingerprint(prepared)
-    by_split = tp.distribute == "splits" and ranks.parallel
-    group = SINGLE if by_split else ranks  # the processes that train one split together
-    mine = [s for i, s in enumerate(splits) if not by_split or i % ranks.world == ranks.rank]
+    rt = Runtime(device, pick_precision(tp.precision, device), threads)
+    group, mine = assign(splits, tp, ranks)
     if ranks.main:
         how = "" if not ranks.parallel else (
-            f", {ranks.world} processes, one split each" if by_split else f", {ranks.world} processes (DDP)")
-        tqdm.write(f"training {', '.join(splits)} on {device.type} ({precision}, {threads} threads{how}), "
+            f", {ranks.world} processes (DDP)" if group.parallel else f", {ranks.world} processes, one split each")
+        tqdm.write(f"training {', '.join(splits)} on {device.type} ({rt.precision}, {threads} threads{how}), "
                    f"{mp.arch} at {prepared.size}px")
 
+    data_id = data_fingerprint(prepared)
+    keys = {s: run_key(s, splits[s], mp, tp, data_id, rt.precision, group.world) for s in splits}
     torchrun.init(ranks, device)
     try:
-        results: dict[str, dict] = {}
-        keys = {s: run_key(s, splits[s], mp, tp, data_id, precision, group.world) for s in splits}
-        with atomic_dir(live_dir) if ranks.main else contextlib.nullcontext() as live_tmp:
-            # DVCLive writes the per-epoch curves that `dvc plots show` draws; no Git commits of its own.
-            live = Live(str(live_tmp), save_dvc_exp=False, dvcyaml=None, report=None) if ranks.main else None
-            for split in mine:
-                gens, key = splits[split], keys[split]
-                done = checkpoints / f"{split}-{key}.done.pt"
-                if torchrun.broadcast(done.exists() if group.main else None, group):
-                    if group.main:  # finished before an interruption
-                        results[split] = torch.load(done, weights_only=False)
-                        tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
-                        if live is not None:
-                            _log_history(live, split, results[split]["history"])
-                    continue
-                train = [prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")]
-                valid = [prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")]
-                reals = [prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else []
-                checkpoints.mkdir(parents=True, exist_ok=True)
-                result = fit(split, train, valid, mp, tp, device, precision, real_pairs=reals,
-                             checkpoint=checkpoints / f"{split}-{key}.pt",
-                             on_epoch=_epoch_logger(live, split) if live is not None else None,
-                             group=group, progress=ranks.main)
-                if group.main:
-                    result.update(split=split, train_generators=gens, size=prepared.size,
-                                  model=dataclasses.asdict(mp), precision=precision)
-                    with atomic_file(done) as tmp:
-                        torch.save(result, tmp)
-                    (checkpoints / f"{split}-{key}.pt").unlink(missing_ok=True)
-                    results[split] = result
-            if by_split:
+        with live_log(live_dir, ranks.main) as live:
+            trainer = Trainer(prepared, mp, tp, rt, group, checkpoints, live, verbose=ranks.main)
+            results = trainer.train_splits(mine, splits, keys)
+            if not group.parallel and ranks.parallel:  # `splits`: rank 0 collects every process's models
                 gathered = torchrun.gather(results, ranks)
                 if ranks.main:
                     for theirs in gathered[1:]:
                         for split, result in theirs.items():
-                            _log_history(live, split, result["history"])
+                            _log_history(live, split, result.history)
                             results[split] = result
                     results = {s: results[s] for s in splits}
-            if live is not None:
-                live.end()
-
         if ranks.main:
-            with atomic_dir(models_dir) as tmp:
-                for split, result in results.items():
-                    torch.save(result, tmp / f"{split}.pt")
-            curves.parent.mkdir(parents=True, exist_ok=True)
-            training_curves({s: r["history"] for s, r in results.items()}, curves)
+            write_outputs(results, models_dir, curves)
         # Every output is in place: now each writer may drop its finished splits' resume files.
         torchrun.barrier(ranks)
         if group.main:

@@ -19,6 +19,7 @@ import yaml
 
 from localize.config import parse_section
 from localize.models import ModelParams
+from localize.saved_model import SavedModel
 from localize.torchrun import Ranks
 from localize.training import NonFiniteLoss, TrainParams
 from stages import train
@@ -46,8 +47,8 @@ def train_cli(prepared: Path, out: Path, **train_params) -> str:
     return log
 
 
-def load(out: Path, split: str) -> dict:
-    return torch.load(out / "models" / f"{split}.pt", weights_only=False)
+def load(out: Path, split: str) -> SavedModel:
+    return SavedModel.load(out / "models" / f"{split}.pt")
 
 
 def test_ddp_on_two_cpu_processes_is_close_to_one_process(prepared, tmp_path):
@@ -60,13 +61,13 @@ def test_ddp_on_two_cpu_processes_is_close_to_one_process(prepared, tmp_path):
     # Both ranks see exactly the single-process batches (each its half); what differs is
     # BatchNorm statistics over 4 images instead of 8 and the order of float sums.
     # The stated tolerance: every epoch's training loss within 0.03 of one process.
-    for a, b in zip(one["history"], two["history"], strict=True):
+    for a, b in zip(one.history, two.history, strict=True):
         assert b["train_loss"] == pytest.approx(a["train_loss"], abs=0.03)
-    assert two["history"][-1]["train_loss"] < two["history"][0]["train_loss"] - 0.1, "it learns"
+    assert two.history[-1]["train_loss"] < two.history[0]["train_loss"] - 0.1, "it learns"
     # Best-epoch selection ran on the gathered validation score of both ranks' halves.
-    assert two["valid_iou"] == max(row["valid_iou"] for row in two["history"]) > 0.3
-    assert two["history"][two["best_epoch"] - 1]["valid_iou"] == two["valid_iou"]
-    assert all(torch.isfinite(v).all() for v in two["state_dict"].values() if v.is_floating_point())
+    assert two.valid_iou == max(row["valid_iou"] for row in two.history) > 0.3
+    assert two.history[two.best_epoch - 1]["valid_iou"] == two.valid_iou
+    assert all(torch.isfinite(v).all() for v in two.state_dict.values() if v.is_floating_point())
     assert not list((tmp_path / "two" / "ckpt").iterdir()), "resume files are removed at the end"
     assert (tmp_path / "two" / "dvclive" / "metrics.json").exists()
 
@@ -78,8 +79,8 @@ def test_splits_spread_over_processes_give_the_single_process_models(prepared, t
     assert "2 processes, one split each" in log
     for split in ("alpha", "beta", "no-alpha", "no-beta"):
         one, two = load(tmp_path / "one", split), load(tmp_path / "two", split)
-        assert two["history"] == one["history"]
-        assert all(torch.equal(one["state_dict"][k], two["state_dict"][k]) for k in one["state_dict"])
+        assert two.history == one.history
+        assert all(torch.equal(one.state_dict[k], two.state_dict[k]) for k in one.state_dict)
     tsv = tmp_path / "two" / "dvclive" / "plots" / "metrics" / "no-beta" / "valid_iou.tsv"
     assert len(tsv.read_text().splitlines()) == 1 + 2, "rank 0 logs the other rank's curves too"
 
@@ -103,8 +104,8 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path):
     log = train_cli(prepared, tmp_path / "cut", **params)
     assert "[alpha] resuming after epoch" in log
     resumed = load(tmp_path / "cut", "alpha")
-    assert resumed["history"] == whole["history"]
-    assert all(torch.equal(resumed["state_dict"][k], whole["state_dict"][k]) for k in whole["state_dict"])
+    assert resumed.history == whole.history
+    assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
 
 
 @pytest.mark.parametrize(

@@ -56,40 +56,56 @@ def project(tmp_path_factory) -> Path:
     return root
 
 
+def git_commit(project: Path, message: str) -> str:
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
+    return sh(project, "git", "rev-parse", "HEAD").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def reproduced(project) -> str:
+    """The default tiny table, built once with `dvc repro` and committed: the state every test starts from."""
+    dvc(project, "repro")
+    return git_commit(project, "results")
+
+
+@pytest.fixture
+def table(project, reproduced) -> Path:
+    """The project at the committed table, whatever the tests before this one changed or left behind."""
+    sh(project, "git", "reset", "-q", "--hard", reproduced)
+    sh(project, "git", "clean", "-q", "-fd")
+    dvc(project, "checkout", "--force")
+    return project
+
+
 def iou(project: Path) -> dict:
     return json.loads((project / "metrics" / "iou.json").read_text())
 
 
-def test_repro_builds_the_whole_table(project):
-    dvc(project, "repro")
-    table = iou(project)
+def test_repro_builds_the_whole_table(table):
+    results = iou(table)
     expected_splits = DEMO_GENERATORS + [f"no-{g}" for g in DEMO_GENERATORS]
-    assert sorted(table) == sorted(expected_splits)
-    for row in table.values():
+    assert sorted(results) == sorted(expected_splits)
+    for row in results.values():
         assert sorted(row) == sorted(DEMO_GENERATORS + ["mean"])
         assert all(0.0 <= v <= 1.0 for v in row.values())
-    assert (project / "plots" / "evaluate" / "iou_heatmap.png").stat().st_size > 0
-    assert (project / "dvc.lock").exists()
+    assert (table / "plots" / "evaluate" / "iou_heatmap.png").stat().st_size > 0
+    assert (table / "dvc.lock").exists()
 
 
-def test_second_repro_is_a_no_op(project):
-    out = dvc(project, "repro").stdout
+def test_second_repro_is_a_no_op(table):
+    out = dvc(table, "repro").stdout
     assert "Data and pipelines are up to date" in out
 
 
-def test_metrics_show_prints_the_table(project):
-    out = dvc(project, "metrics", "show").stdout
+def test_metrics_show_prints_the_table(table):
+    out = dvc(table, "metrics", "show").stdout
     assert "metrics/iou.json" in out
     assert "telea.telea" in out or "no-telea.telea" in out
 
 
-def git_commit(project: Path, message: str) -> None:
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", message)
-
-
-def test_queued_experiments_run_in_parallel_workers(project):
-    git_commit(project, "results")
+def test_queued_experiments_run_in_parallel_workers(table):
+    project = table
     dvc(project, "exp", "run", "--queue", "-S", "train.source=telea,poisson")
     dvc(project, "queue", "start", "-j", "2")
     try:
@@ -114,7 +130,8 @@ def test_queued_experiments_run_in_parallel_workers(project):
     assert len(iou(project)) == 8, "queued runs leave the workspace alone"
 
 
-def test_remote_shares_data_and_models_without_retraining(project, tmp_path):
+def test_remote_shares_data_and_models_without_retraining(table, tmp_path):
+    project = table
     dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote"))
     git_commit(project, "remote")
     dvc(project, "push", "--run-cache")
@@ -126,7 +143,8 @@ def test_remote_shares_data_and_models_without_retraining(project, tmp_path):
     assert "Data and pipelines are up to date" in dvc(clone, "repro").stdout
 
 
-def test_exp_run_retrains_only_the_chosen_split(project):
+def test_exp_run_retrains_only_the_chosen_split(table):
+    project = table
     proc = dvc(project, "exp", "run", "-S", "train.source=poisson")
     assert "Stage 'demo' didn't change, skipping" in proc.stdout
     assert "Stage 'preprocess' didn't change, skipping" in proc.stdout
@@ -134,20 +152,23 @@ def test_exp_run_retrains_only_the_chosen_split(project):
     assert sorted(p.name for p in (project / "models").glob("*.pt")) == ["poisson.pt"]
 
 
-def test_exp_run_trains_with_two_processes(project):
+def test_exp_run_trains_with_two_processes(table):
+    project = table
     proc = dvc(project, "exp", "run", "-S", "train.source=poisson", "-S", "train.procs=2")
     assert "2 processes (DDP)" in proc.stdout + proc.stderr
     assert list(iou(project)) == ["poisson"]
     assert 0.0 <= iou(project)["poisson"]["poisson"] <= 1.0
 
 
-def test_exp_run_with_an_unknown_source_lists_valid_splits(project):
+def test_exp_run_with_an_unknown_source_lists_valid_splits(table):
+    project = table
     proc = dvc(project, "exp", "run", "-S", "train.source=nonsense", check=False)
     assert proc.returncode != 0
     assert "valid values: table, biharmonic-jpeg" in proc.stdout + proc.stderr
 
 
-def test_dolos_folder_names_pass_end_to_end(project):
+def test_dolos_folder_names_pass_end_to_end(table):
+    project = table
     make_tree(project / "dolos" / "celebahq", counts={"train": 6, "valid": 2, "test": 2})
     dvc(project, "exp", "run", "-S", "data.root=dolos/celebahq", "-S", "train.source=no-ldm")
     table = iou(project)

@@ -78,7 +78,7 @@ def test_prepared_reader(tmp_path):
     prepared = Prepared(out)
     assert prepared.size == 16 and prepared.generators == ["lama", "ldm"]
     assert prepared.has("lama", "train") and not prepared.has("lama", "valid")
-    assert prepared.count(REAL, "test") == 1
+    assert prepared.splits[REAL]["test"] == 1
     images, masks = prepared.arrays("ldm", "train")
     assert images.shape == (2, 16, 16, 3) and masks.shape == (2, 16, 16)
     assert prepared.ids("ldm", "train") == ["00001", "00002"]

@@ -35,4 +35,4 @@ def test_training_with_synthetic_fakes_runs(prepared, tmp_path):
                                      "synthetic": 0.25, "precision": "fp32", "threads": 1}, "train")
     out = train.run(prepared, tmp_path / "m", tmp_path / "l", tmp_path / "c.png", tmp_path / "k",
                     ModelParams(arch="unet-res-srm", width=4), tp)
-    assert out["alpha"]["history"][0]["train_loss"] > 0
+    assert out["alpha"].history[0]["train_loss"] > 0

@@ -64,8 +64,8 @@ def test_unknown_source_fails_before_training(prepared, tmp_path):
 
 
 def test_two_runs_give_identical_weights(prepared, tmp_path):
-    a = run_train(prepared, tmp_path / "a", source="alpha")["alpha"]["state_dict"]
-    b = run_train(prepared, tmp_path / "b", source="alpha")["alpha"]["state_dict"]
+    a = run_train(prepared, tmp_path / "a", source="alpha")["alpha"].state_dict
+    b = run_train(prepared, tmp_path / "b", source="alpha")["alpha"].state_dict
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -90,8 +90,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
 
     monkeypatch.setattr("localize.training.apply_flips", real_flip)
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
-    assert resumed["history"] == whole["history"]
-    assert all(torch.equal(resumed["state_dict"][k], whole["state_dict"][k]) for k in whole["state_dict"])
+    assert resumed.history == whole.history
+    assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
 
 
 def test_nan_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
