@@ -41,29 +41,45 @@ def binarize(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return prob > threshold
 
 
-class PixelHistogram:
-    """Streaming pixel-level PR statistics from histograms of quantized probabilities.
+# Bins of the pixel histogram: the top bits of the float32 distance to the nearer end of [0, 1].
+# Dice-trained models put many pixels within 1e-3 of 0 or 1; bins that are fine in that
+# distance (relative width 2**-(23 - _SHIFT)) keep those pixels apart, where 1000 equal bins
+# of the probability would tie them all in the top bin and bias AP low.
+_SHIFT = 12
+_HALF = (int(np.float32(0.5).view(np.int32)) >> _SHIFT) + 1  # codes of distances in [0, 0.5]
 
-    Exact average precision over millions of pixels would need them all in memory;
-    binning probabilities into `bins` levels keeps memory constant and is exact up to
-    ties within a bin (1/bins wide).
+
+def probability_bins(prob: np.ndarray) -> np.ndarray:
+    """Monotone bin index in [0, 2 * _HALF) for each probability (clipped to [0, 1])."""
+    p = np.clip(np.asarray(prob, dtype=np.float32).ravel(), 0, 1)
+    low = p < 0.5
+    distance = np.where(low, p, np.float32(1) - p)  # exact in float32 for p in [0.5, 1]
+    code = distance.view(np.int32) >> _SHIFT  # non-negative floats order like their bit patterns
+    return np.where(low, code, 2 * _HALF - 1 - code)
+
+
+class PixelHistogram:
+    """Streaming pixel-level PR statistics: memory stays constant whatever the number of pixels.
+
+    Probabilities are binned by `probability_bins`, fine at both ends of [0, 1], so step-wise
+    AP matches the exact value over all pixels (tests: within 0.005 on saturated maps).
     """
 
-    def __init__(self, bins: int = 1000):
-        self.bins = bins
-        self.pos = np.zeros(bins, dtype=np.int64)
-        self.neg = np.zeros(bins, dtype=np.int64)
+    def __init__(self):
+        self.pos = np.zeros(2 * _HALF, dtype=np.int64)
+        self.neg = np.zeros(2 * _HALF, dtype=np.int64)
 
     def update(self, prob: np.ndarray, true: np.ndarray) -> None:
-        idx = np.clip((prob.ravel() * self.bins).astype(np.int64), 0, self.bins - 1)
+        idx = probability_bins(prob)
         t = true.ravel().astype(bool)
-        self.pos += np.bincount(idx[t], minlength=self.bins)
-        self.neg += np.bincount(idx[~t], minlength=self.bins)
+        self.pos += np.bincount(idx[t], minlength=len(self.pos))
+        self.neg += np.bincount(idx[~t], minlength=len(self.neg))
 
     def _curve(self) -> tuple[np.ndarray, np.ndarray]:
-        # Thresholds from high to low: predicted positive = bins at or above the threshold.
-        tp = np.cumsum(self.pos[::-1])
-        fp = np.cumsum(self.neg[::-1])
+        # Thresholds from high to low, at occupied bins only: predicted positive = bins at or above.
+        occupied = (self.pos + self.neg)[::-1] > 0
+        tp = np.cumsum(self.pos[::-1])[occupied]
+        fp = np.cumsum(self.neg[::-1])[occupied]
         n_pos = max(int(self.pos.sum()), 1)
         precision = tp / np.maximum(tp + fp, 1)
         recall = tp / n_pos
@@ -84,6 +100,23 @@ class PixelHistogram:
         precision, recall = self._curve()
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
         return float(f1.max())
+
+
+def bootstrap_means(values: np.ndarray, resamples: np.ndarray) -> np.ndarray:
+    """Means of `values` (N,) over each row of resampled indices (B, N) -> (B,)."""
+    return np.asarray(values, dtype=np.float64)[resamples].mean(axis=1)
+
+
+def resample_indices(n: int, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, n) indices drawn with replacement: the bootstrap over n test images."""
+    return rng.integers(0, n, size=(draws, n))
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap samples (the percentile method)."""
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

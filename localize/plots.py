@@ -21,13 +21,15 @@ def _save(fig, path: Path) -> None:
 
 
 def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_iou, ax_real) = plt.subplots(1, 3, figsize=(15, 4))
     for split, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], label=split)
         ax_iou.plot(epochs, [r["valid_iou"] for r in rows], label=split)
+        ax_real.plot(epochs, [r["valid_real_clean"] for r in rows], label=split)
     ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_iou.set(title="valid IoU (training generators)", xlabel="epoch", ylabel="IoU", ylim=(0, 1))
+    ax_iou.set(title="valid IoU (training generators' fakes)", xlabel="epoch", ylabel="IoU", ylim=(0, 1))
+    ax_real.set(title="valid real faces with no pixel flagged", xlabel="epoch", ylabel="share", ylim=(0, 1))
     ax_iou.legend(fontsize=7, ncol=2)
     _save(fig, path)
 

@@ -26,13 +26,15 @@ class SavedModel:
 
     state_dict: dict[str, torch.Tensor]
     best_epoch: int
-    valid_iou: float
-    history: list[dict[str, float]]  # one row per epoch: epoch, train_loss, valid_iou
+    valid_score: float  # the selection score of the best epoch (localize.training.validate)
+    history: list[dict[str, float]]  # per epoch: epoch, train_loss, valid_iou, valid_real_clean, valid_score
     split: str
     train_generators: list[str]
     size: int  # preprocess.size it was trained at; inputs are resized to it
     model: dict[str, Any]  # ModelParams as a dict
-    precision: str
+    precision: str  # how it was trained: precision, device type, threads per process
+    device: str
+    threads: int
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

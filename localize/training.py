@@ -88,7 +88,8 @@ class SplitData:
     """What one split trains and selects on."""
 
     train: Pairs  # the training generators' train fakes
-    valid: Pairs  # their valid fakes: best-epoch selection
+    valid: Pairs  # their valid fakes: best-epoch selection ...
+    real_valid: Pairs = ()  # ... together with the valid real faces, which should stay unflagged
     real_train: Pairs = ()  # real training faces, the material of self-blended fakes
 
 
@@ -97,7 +98,7 @@ class Progress:
     """Where a split's training stands after an epoch; a checkpoint stores it beside the weights."""
 
     epoch: int = 0
-    best_iou: float = -1.0
+    best_score: float = -1.0
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -106,8 +107,8 @@ class Progress:
         self.history.append(row)
         self.epoch = row["epoch"]
         # Ties keep the earlier epoch; NaN (no valid data) keeps the last epoch.
-        if row["valid_iou"] > self.best_iou or (math.isnan(row["valid_iou"]) and last_epoch):
-            self.best_iou, self.best_epoch = row["valid_iou"], row["epoch"]
+        if row["valid_score"] > self.best_score or (math.isnan(row["valid_score"]) and last_epoch):
+            self.best_score, self.best_epoch = row["valid_score"], row["epoch"]
             self.best_state = copy.deepcopy(model.state_dict())
 
     def best_weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -188,7 +189,8 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
 
 
 def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE) -> float:
-    """Mean per-image IoU at threshold 0.5; with several ranks, each scores every world-th image."""
+    """Mean per-image IoU at threshold 0.5 (Dolos' protocol: a real face scores 1 if no pixel is
+    flagged, else 0); with several ranks, each scores every world-th image."""
     part = slice(ranks.rank, None, ranks.world)
     scores = [iou_per_image(binarize(prob), true)
               for images, masks in pairs
@@ -197,6 +199,19 @@ def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int,
     scores = np.concatenate(scores) if scores else np.zeros(0)
     total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
     return total / count if count else float("nan")
+
+
+def validate(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
+             ) -> dict[str, float]:
+    """The selection score: fakes' IoU and real faces left unflagged, weighted equally.
+
+    Scored on fakes alone, selection would never penalize a model that flags real faces;
+    pooled over all images, the more numerous fakes would drown the reals out.
+    """
+    fakes = mean_iou(model, data.valid, rt, batch_size, ranks)
+    reals = mean_iou(model, data.real_valid, rt, batch_size, ranks)
+    score = fakes if math.isnan(reals) else (fakes + reals) / 2
+    return {"valid_iou": fakes, "valid_real_clean": reals, "valid_score": score}
 
 
 def new_model(mp: ModelParams, tp: TrainParams, split: str, device: torch.device, group: Ranks):
@@ -292,11 +307,11 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        row = {"epoch": epoch, "train_loss": total / steps,
-               "valid_iou": mean_iou(model, data.valid, rt, tp.batch_size, group)}
+        row = {"epoch": epoch, "train_loss": total / steps, **validate(model, data, rt, tp.batch_size, group)}
         progress.record(row, model, last_epoch=epoch == tp.epochs)
         if group.main:
-            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {row['valid_iou']:.4f}")
+            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {row['valid_iou']:.4f}  "
+                       f"real clean {row['valid_real_clean']:.3f}  score {row['valid_score']:.4f}")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:

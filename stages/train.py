@@ -43,14 +43,27 @@ from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice
 
 
 def data_fingerprint(prepared: Prepared) -> str:
-    """A content hash of what training reads that changes whenever the data does."""
-    h = hashlib.sha256(Path(prepared.root, "manifest.json").read_bytes())
-    for path in sorted(Path(prepared.root).rglob("*")):
-        if path.name in ("ids.txt", "masks.npy"):
-            h.update(str(path.relative_to(prepared.root)).encode())
-            with path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
+    """A content hash of every prepared file (arrays, ids, manifest): any change to the data changes it."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(prepared.root).rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(prepared.root)).encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """A hash of the source of every project module this process imported (localize/, stages/):
+    a change to the loss, a model or the loop must not resume checkpoints made by the old code."""
+    root = Path(__file__).resolve().parents[1]
+    packages = (root / "localize", root / "stages")
+    files = sorted({Path(m.__file__).resolve() for m in list(sys.modules.values())
+                    if getattr(m, "__file__", None) and any(Path(m.__file__).resolve().is_relative_to(p)
+                                                            for p in packages)})
+    h = hashlib.sha256()
+    for path in files:
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
@@ -65,7 +78,8 @@ def _epoch_logger(live, split: str):
     def log(row: dict) -> None:
         live.step = row["epoch"]
         live.log_metric(f"{split}/train_loss", row["train_loss"])
-        live.log_metric(f"{split}/valid_iou", row["valid_iou"])
+        for name in ("valid_iou", "valid_real_clean", "valid_score"):
+            live.log_metric(f"{split}/{name}", row[name])
 
     return log
 
@@ -125,13 +139,15 @@ class Trainer:
         data = SplitData(
             train=[prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")],
             valid=[prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")],
+            real_valid=[prepared.arrays(REAL, "valid")] if prepared.has(REAL, "valid") else [],
             real_train=[prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else [],
         )
         on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
         weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)
-        return SavedModel(state_dict=weights, best_epoch=progress.best_epoch, valid_iou=progress.best_iou,
+        return SavedModel(state_dict=weights, best_epoch=progress.best_epoch, valid_score=progress.best_score,
                           history=progress.history, split=split, train_generators=gens, size=prepared.size,
-                          model=dataclasses.asdict(self.mp), precision=self.rt.precision)
+                          model=dataclasses.asdict(self.mp), precision=self.rt.precision,
+                          device=self.rt.device.type, threads=self.rt.threads)
 
     def train_splits(self, mine: list[str], splits: dict[str, list[str]], keys: dict[str, str],
                      ) -> dict[str, SavedModel]:
@@ -185,7 +201,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         tqdm.write(f"training {', '.join(splits)} on {device.type} ({rt.precision}, {threads} threads{how}), "
                    f"{mp.arch} at {prepared.size}px")
 
-    data_id = data_fingerprint(prepared)
+    data_id = data_fingerprint(prepared) + code_fingerprint()
     keys = {s: run_key(s, splits[s], mp, tp, data_id, rt.precision, group.world) for s in splits}
     torchrun.init(ranks, device)
     try:

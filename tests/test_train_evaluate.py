@@ -122,3 +122,82 @@ def test_seed_unet_rejects_a_size_it_cannot_pool(tmp_path):
     prepared = make_prepared(tmp_path / "prepared", size=18)
     with pytest.raises(ValueError, match="divisible by 4, got 18"):
         run_train(prepared, tmp_path, source="alpha")
+
+
+def interrupted_table_run(prepared: Path, out: Path, monkeypatch) -> None:
+    """A `table` run killed when its second split starts: the first split's result is on disk."""
+    real_fit = train.fit
+    calls = []
+
+    def fit_once(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr("stages.train.fit", fit_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, out, source="table")
+    monkeypatch.setattr("stages.train.fit", real_fit)
+    assert [p.name.split("-")[0] for p in (out / "ckpt").glob("*.done.pt")] == ["alpha"]
+
+
+def test_a_finished_split_is_reused_after_an_interruption(prepared, tmp_path, monkeypatch, capsys):
+    interrupted_table_run(prepared, tmp_path, monkeypatch)
+    capsys.readouterr()
+    run_train(prepared, tmp_path, source="table")
+    assert "[alpha] already trained before the interruption" in capsys.readouterr().out
+
+
+def test_a_changed_image_invalidates_a_finished_split(prepared, tmp_path, monkeypatch, capsys):
+    interrupted_table_run(prepared, tmp_path, monkeypatch)
+    images = prepared / "alpha" / "train" / "images.npy"
+    changed = np.load(images)
+    changed[0, 0, 0, 0] ^= 1  # one bit of one image; masks and ids unchanged
+    np.save(images, changed)
+    capsys.readouterr()
+    run_train(prepared, tmp_path, source="table")
+    out = capsys.readouterr().out
+    assert "already trained" not in out and "resuming" not in out
+    assert "[alpha] epoch 3:" in out
+
+
+def test_a_code_change_invalidates_a_finished_split(prepared, tmp_path, monkeypatch, capsys):
+    interrupted_table_run(prepared, tmp_path, monkeypatch)
+    monkeypatch.setattr("stages.train.code_fingerprint", lambda: "the loss changed")
+    capsys.readouterr()
+    run_train(prepared, tmp_path, source="table")
+    assert "already trained" not in capsys.readouterr().out
+
+
+class ConstantModel(torch.nn.Module):
+    """Logits of one value everywhere: +10 flags every pixel, -10 none."""
+
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = logit
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, *x.shape[2:]), self.logit)
+
+
+def test_selection_scores_valid_fakes_and_valid_real_faces(prepared):
+    from localize.prepared import Prepared
+    from localize.runtime import Runtime
+    from localize.training import Progress, SplitData, validate
+
+    p = Prepared(prepared)
+    data = SplitData(train=[], valid=[p.arrays("alpha", "valid")], real_valid=[p.arrays("real", "valid")])
+    rt = Runtime(torch.device("cpu"), "fp32", 1)
+    loud = validate(ConstantModel(10.0), data, rt, batch_size=4)
+    quiet = validate(ConstantModel(-10.0), data, rt, batch_size=4)
+    # The fixture's fakes are one 8x8 square in 16x16: flagging everything gives IoU 1/4 on them
+    # and flags every real face; flagging nothing gives 0 on fakes and leaves every real face clean.
+    assert loud == {"valid_iou": pytest.approx(0.25), "valid_real_clean": 0.0, "valid_score": pytest.approx(0.125)}
+    assert quiet == {"valid_iou": 0.0, "valid_real_clean": 1.0, "valid_score": 0.5}
+
+    # An epoch that finds more fake pixels but flags most real faces is not the one kept.
+    progress, model = Progress(), torch.nn.Linear(1, 1)
+    progress.record({"epoch": 1, "valid_iou": 0.6, "valid_real_clean": 0.2, "valid_score": 0.4}, model, False)
+    progress.record({"epoch": 2, "valid_iou": 0.5, "valid_real_clean": 0.9, "valid_score": 0.7}, model, True)
+    assert progress.best_epoch == 2
