@@ -11,35 +11,47 @@ of about CHUNK_PIXELS pixels, so 20k masks of 256 x 256 never sit in memory as a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+Masks = np.ndarray | Sequence[np.ndarray]  # one (N, H, W) array, or several (a split's generators)
 
 CHUNK_PIXELS = 1 << 22  # ~4M mask pixels per chunk: a few tens of MB of working memory
 
 
-def _check(masks: np.ndarray, name: str, shape: tuple[int, int] | None = None) -> None:
-    if masks.ndim != 3:
-        raise ValueError(f"{name}: expected masks of shape (N, H, W), got shape {masks.shape}")
-    if len(masks) == 0:
+def _check(masks: Masks, name: str, shape: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """`masks` as a list of (N, H, W) arrays of one image shape, with at least one mask."""
+    arrays = [masks] if isinstance(masks, np.ndarray) else list(masks)
+    for a in arrays:
+        if a.ndim != 3:
+            raise ValueError(f"{name}: expected masks of shape (N, H, W), got shape {a.shape}")
+    if sum(len(a) for a in arrays) == 0:
         raise ValueError(f"{name}: no masks")
-    if shape is not None and masks.shape[1:] != shape:
-        raise ValueError(f"{name}: masks are {masks.shape[1:]}, the prior is {shape}")
+    shapes = {a.shape[1:] for a in arrays} | ({shape} if shape is not None else set())
+    if len(shapes) > 1:
+        raise ValueError(f"{name}: masks of several sizes {sorted(shapes)}" +
+                         (f"; the prior is {shape}" if shape is not None else ""))
+    return arrays
 
 
-def _chunks(masks: np.ndarray):
-    """Flattened boolean (n, H*W) blocks of `masks`, read one block at a time."""
-    step = max(1, CHUNK_PIXELS // (masks.shape[1] * masks.shape[2]))
-    for start in range(0, len(masks), step):
-        block = np.asarray(masks[start : start + step])
-        yield block.reshape(len(block), -1) != 0
+def _chunks(arrays: list[np.ndarray]):
+    """Flattened boolean (n, H*W) blocks of the masks, read one block at a time."""
+    for masks in arrays:
+        step = max(1, CHUNK_PIXELS // (masks.shape[1] * masks.shape[2]))
+        for start in range(0, len(masks), step):
+            block = np.asarray(masks[start : start + step])
+            yield block.reshape(len(block), -1) != 0
 
 
-def mean_mask(masks: np.ndarray) -> np.ndarray:
+def mean_mask(masks: Masks) -> np.ndarray:
     """The share of masks that call each pixel fake, (H, W) float64 in [0, 1]."""
-    _check(masks, "train masks")
-    counts = np.zeros(masks.shape[1] * masks.shape[2], np.int64)
-    for block in _chunks(masks):
+    arrays = _check(masks, "train masks")
+    shape = arrays[0].shape[1:]
+    counts = np.zeros(shape[0] * shape[1], np.int64)
+    for block in _chunks(arrays):
         counts += block.sum(0)
-    return (counts / len(masks)).reshape(masks.shape[1:])
+    return (counts / sum(len(a) for a in arrays)).reshape(shape)
 
 
 def _iou(inter: np.ndarray, pred_area: np.ndarray, true_area: np.ndarray) -> np.ndarray:
@@ -48,7 +60,7 @@ def _iou(inter: np.ndarray, pred_area: np.ndarray, true_area: np.ndarray) -> np.
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def fit_prior(train_masks: np.ndarray, valid_masks: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_prior(train_masks: Masks, valid_masks: Masks) -> tuple[np.ndarray, float]:
     """The prior mask (H, W) bool and its threshold: prior = mean training mask >= threshold.
 
     Candidates are every distinct value of the mean mask (each gives a different region;
@@ -56,7 +68,7 @@ def fit_prior(train_masks: np.ndarray, valid_masks: np.ndarray) -> tuple[np.ndar
     valid wins; ties go to the higher threshold, the smaller region.
     """
     mean = mean_mask(train_masks)
-    _check(valid_masks, "valid masks", mean.shape)
+    valid = _check(valid_masks, "valid masks", mean.shape)
     flat = mean.ravel()
     # Pixels from the most to the least often fake: the region for the k-th highest value
     # is a prefix of this order, so intersections are cumulative sums along it.
@@ -66,7 +78,7 @@ def fit_prior(train_masks: np.ndarray, valid_masks: np.ndarray) -> tuple[np.ndar
     thresholds = np.concatenate([[np.inf], -values])
     pred_area = np.concatenate([[0], ends])
     total = np.zeros(len(thresholds))
-    for block in _chunks(valid_masks):
+    for block in _chunks(valid):
         inside = np.cumsum(block[:, order], axis=1, dtype=np.int64)[:, ends - 1]
         inter = np.concatenate([np.zeros((len(block), 1), np.int64), inside], axis=1)
         total += _iou(inter, pred_area[None, :], block.sum(1, keepdims=True)).sum(0)
@@ -75,11 +87,11 @@ def fit_prior(train_masks: np.ndarray, valid_masks: np.ndarray) -> tuple[np.ndar
     return mean >= threshold, threshold
 
 
-def prior_iou(prior: np.ndarray, test_masks: np.ndarray) -> np.ndarray:
+def prior_iou(prior: np.ndarray, test_masks: Masks) -> np.ndarray:
     """Per-image IoU (N,) of the one prior mask predicted for every test mask."""
     if prior.ndim != 2:
         raise ValueError(f"prior: expected one (H, W) mask, got shape {prior.shape}")
-    _check(test_masks, "test masks", prior.shape)
+    test = _check(test_masks, "test masks", prior.shape)
     pred = prior.ravel().astype(bool)
-    scores = [_iou(block[:, pred].sum(1), pred.sum(), block.sum(1)) for block in _chunks(test_masks)]
+    scores = [_iou(block[:, pred].sum(1), pred.sum(), block.sum(1)) for block in _chunks(test)]
     return np.concatenate(scores).astype(np.float64)

@@ -5,10 +5,14 @@
         --heatmap plots/evaluate/iou_heatmap.png --overlays plots/evaluate/overlays
 
 Localization: per image, binarize the fake probability at 0.5 and take IoU (1.0 when
-prediction and truth are both empty); the score is the mean over a generator's test
-images (README, "The evaluation protocol"). Beside it: per-image F1 at 0.5, pixel-level average precision and
-best-threshold F1 (pooled pixels), image-level detection AUC of that generator's fakes
-against the real test faces, and the mean predicted fake area on real faces.
+prediction and truth are both empty); a cell is the mean over a generator's test images
+(README, "The evaluation protocol"). Every cell and every mean of cells comes with a 95%
+bootstrap interval over test images, and stands beside three baselines computed on the
+same test sets: every pixel fake, every pixel real, and the location prior of the same
+training split (its mean training mask, thresholded on valid: localize/prior.py).
+Beside IoU: per-image F1 at 0.5, pixel-level average precision and best-threshold F1,
+image-level detection AUC against the real test faces, and the real-face column: the share
+of real test faces with no pixel flagged, and the mean flagged area.
 """
 
 from __future__ import annotations
@@ -22,14 +26,24 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, load_section
-from localize.inference import iter_probs_with_masks, predict_probs
+from localize.config import ParamsError, choice, load_section
+from localize.evaluation import (
+    Bootstrap,
+    ModelScores,
+    held_out_cells,
+    in_domain_cells,
+    mean_of,
+    prior_ious,
+    score_model,
+    test_generators,
+    trivial_ious,
+)
 from localize.layout import REAL
-from localize.metrics import PixelHistogram, binarize, f1_per_image, iou_per_image, roc_auc
+from localize.metrics import binarize
 from localize.plots import grid, heatmap, overlay
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
-from localize.saved_model import load_model
+from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
 
 
@@ -39,149 +53,209 @@ class EvaluateParams:
     threshold: float = 0.5
     batch_size: int = 64
     # How an image's fake-probability map becomes one detection score.
-    detection_score: str = "max"
+    detection_score: str = choice("max", "mean", default="max")
     overlay_images: int = 6
+    bootstrap: int = 1000  # resamples of the test images behind every 95% interval
+    seed: int = 0  # of the bootstrap's resamples
 
     def validate(self) -> None:
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
-        if self.detection_score not in ("max", "mean"):
-            raise ValueError(f"detection_score {self.detection_score!r}: choose one of: max, mean")
+        for name in ("batch_size", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.overlay_images < 0:
+            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
 
 
-def _image_score(prob: np.ndarray, how: str) -> np.ndarray:
-    flat = prob.reshape(len(prob), -1)
-    return flat.max(1) if how == "max" else flat.mean(1)
+@dataclass
+class Results:
+    """Everything one evaluation computed, per image where an interval needs it."""
+
+    generators: list[str]
+    models: dict[str, SavedModel]  # split -> its record (train generators, runtime)
+    scores: dict[str, ModelScores]  # split -> its scores
+    priors: dict[str, dict[str, np.ndarray]]  # split -> its location prior's per-image IoU
+    prior_area: dict[str, float]  # split -> share of the image its prior flags
+    trivial: dict[str, dict[str, np.ndarray]]  # all-fake / all-real -> per-image IoU
+    boot: Bootstrap
+
+    def ious(self) -> dict[str, dict[str, np.ndarray]]:
+        return {split: s.ious for split, s in self.scores.items()}
 
 
-def evaluate_model(model, prepared: Prepared, ep: EvaluateParams) -> tuple[dict, dict, dict]:
-    """IoU per test generator, the other scores, and the overlay probabilities."""
-    iou, scores, kept = {}, {}, {}
-    real_scores = np.zeros(0)
-    if prepared.has(REAL, "test"):
-        images, _ = prepared.arrays(REAL, "test")
-        real_probs = predict_probs(model, images, batch_size=ep.batch_size)
-        real_scores = _image_score(real_probs, ep.detection_score)
-        scores[REAL] = {"fake_area": float(binarize(real_probs, ep.threshold).mean()) if len(real_probs) else math.nan}
-    for gen in prepared.generators:
-        if not prepared.has(gen, "test"):
-            continue
-        images, masks = prepared.arrays(gen, "test")
-        ious, f1s, fake_scores, hist = [], [], [], PixelHistogram()
-        start = 0
-        for prob, true in iter_probs_with_masks(model, images, masks, batch_size=ep.batch_size):
-            pred = binarize(prob, ep.threshold)
-            ious.append(iou_per_image(pred, true))
-            f1s.append(f1_per_image(pred, true))
-            fake_scores.append(_image_score(prob, ep.detection_score))
-            hist.update(prob, true)
-            if start < ep.overlay_images:
-                kept[gen] = prob[: ep.overlay_images - start]
-            start += len(prob)
-        fake_scores = np.concatenate(fake_scores)
-        iou[gen] = float(np.concatenate(ious).mean())
-        labels = np.r_[np.ones(len(fake_scores)), np.zeros(len(real_scores))]
-        scores[gen] = {
-            "iou": iou[gen],
-            "f1": float(np.concatenate(f1s).mean()),
-            "ap": hist.average_precision(),
-            "best_f1": hist.best_f1(),
-            "auc": roc_auc(np.r_[fake_scores, real_scores], labels),
-        }
-    iou["mean"] = float(np.mean(list(iou.values())))
-    return iou, scores, kept
+def _mean_row(row: dict[str, np.ndarray]) -> dict[str, float]:
+    cells = {g: float(v.mean()) for g, v in row.items()}
+    return {**cells, "mean": float(np.mean(list(cells.values()))) if cells else math.nan}
 
 
-def baselines(prepared: Prepared) -> dict[str, dict[str, float]]:
-    """IoU of the two trivial predictors: every pixel fake, and every pixel real."""
-    out: dict[str, dict[str, float]] = {"all-fake": {}, "all-real": {}}
-    for gen in prepared.generators:
-        if prepared.has(gen, "test"):
-            _, masks = prepared.arrays(gen, "test")
-            true = np.asarray(masks).astype(bool)
-            out["all-fake"][gen] = float(iou_per_image(np.ones_like(true), true).mean())
-            out["all-real"][gen] = float(iou_per_image(np.zeros_like(true), true).mean())
-    for row in out.values():
-        row["mean"] = float(np.mean(list(row.values()))) if row else math.nan
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 6)
+
+
+def _interval(pair: tuple[float, float]) -> list[float | None]:
+    return [_finite(pair[0]), _finite(pair[1])]
+
+
+def iou_table(r: Results) -> dict[str, dict[str, float]]:
+    """{split: {generator: IoU, ..., "mean": ...}}: the cross-generator table."""
+    return {split: _mean_row(ious) for split, ious in r.ious().items()}
+
+
+def real_faces(r: Results, split: str) -> dict:
+    flagged = r.scores[split].real_flagged
+    if not len(flagged):
+        return {"clean": None, "clean_ci": [None, None], "fake_area": None}
+    clean = (flagged == 0).astype(np.float64)
+    return {"clean": _finite(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
+            "fake_area": _finite(float(flagged.mean()))}
+
+
+def detailed_scores(r: Results) -> dict:
+    """scores.json: every cell with its interval and its prior, the real-face column, the baselines."""
+    out: dict = {}
+    for split, s in r.scores.items():
+        out[split] = {gen: {"iou": _finite(float(ious.mean())), "iou_ci": _interval(r.boot.interval([(gen, ious)])),
+                            "prior_iou": _finite(float(r.priors[split][gen].mean())),
+                            **{k: _finite(v) for k, v in s.cells[gen].items()}}
+                      for gen, ious in s.ious.items()}
+        out[split][REAL] = real_faces(r, split)
+    out["baselines"] = {
+        "prior": {split: _mean_row(p) for split, p in r.priors.items()},
+        "prior_area": r.prior_area,
+        **{name: _mean_row(row) for name, row in r.trivial.items()},
+    }
     return out
 
 
-def summarize(table: dict[str, dict[str, float]], generators: list[str]) -> dict[str, float]:
-    in_domain = [table[g][g] for g in generators if g in table and g in table[g]]
-    outside = [table[s][held_out(s, generators)] for s in table if held_out(s, generators) in table[s]]
-    return {
-        "in_domain_mean": float(np.mean(in_domain)) if in_domain else math.nan,
-        "held_out_mean": float(np.mean(outside)) if outside else math.nan,
+def headline(r: Results) -> dict:
+    """summary.json, the one DVC metrics file: what `dvc metrics show` and `dvc exp show` print."""
+    ious, gens = r.ious(), r.generators
+    cells = {"in_domain": in_domain_cells(ious), "held_out": held_out_cells(ious, gens)}
+    priors = {"in_domain": in_domain_cells(r.priors), "held_out": held_out_cells(r.priors, gens)}
+    out: dict = {}
+    for name, chosen in cells.items():
+        low, high = r.boot.interval(chosen)
+        out[name] = {"iou": _finite(mean_of(chosen)), "low": _finite(low), "high": _finite(high),
+                     "prior": _finite(mean_of(priors[name]))}
+    reals = [real_faces(r, split) for split in r.scores]
+    out["real_faces"] = {
+        "clean": _finite(float(np.mean([x["clean"] for x in reals]))) if reals[0]["clean"] is not None else None,
+        "fake_area": _finite(float(np.mean([x["fake_area"] for x in reals]))) if reals[0]["clean"] is not None
+        else None,
     }
+    out["baselines"] = {name: _finite(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
+    out["runtime"] = runtime_record(r.models)
+    return out
 
 
-def markdown_table(table: dict[str, dict[str, float]], generators: list[str], base: dict) -> str:
-    cols = [g for g in generators if any(g in row for row in table.values())]
-    lines = ["| trained on | " + " | ".join(cols) + " | mean |", "|---" * (len(cols) + 2) + "|"]
+def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:
+    """How the models were trained (a table depends on precision); evaluation runs in fp32 on CPU."""
+    seen = {(m.device, m.precision, m.threads) for m in models.values()}
+    device, precision, threads = seen.pop() if len(seen) == 1 else ("mixed", "mixed", 0)
+    return {"train_device": device, "train_precision": precision, "train_threads": threads,
+            "evaluate_device": "cpu", "evaluate_precision": "fp32"}
 
-    def fmt(row: dict, split: str | None) -> str:
+
+def _cell(value: float, ci: tuple[float, float] | None = None) -> str:
+    if math.isnan(value):
+        return "–"
+    return f"{100 * value:.1f}" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
+
+
+def markdown_table(r: Results) -> str:
+    gens = r.generators
+    header = "| trained on | " + " | ".join(gens) + " | mean | real faces clean | prior, same generators |"
+    lines = [header, "|---" * (len(gens) + 4) + "|"]
+    for split, s in r.scores.items():
         cells = []
-        for g in cols:
-            v = row.get(g, math.nan)
-            cell = "–" if math.isnan(v) else f"{100 * v:.1f}"
+        for g in gens:
+            cell = _cell(float(s.ious[g].mean()), r.boot.interval([(g, s.ious[g])])) if g in s.ious else "–"
             # In-domain cells in bold, held-out (generalization) cells in italics.
-            if split == g:
-                cell = f"**{cell}**"
-            elif split is not None and held_out(split, generators) == g:
-                cell = f"*{cell}*"
-            cells.append(cell)
-        return " | ".join(cells) + f" | {100 * row.get('mean', math.nan):.1f} |"
+            cells.append(f"**{cell}**" if g == split else f"*{cell}*" if held_out(split, gens) == g else cell)
+        real = real_faces(r, split)
+        clean = "–" if real["clean"] is None else _cell(real["clean"], tuple(real["clean_ci"]))
+        own = [g for g in r.models[split].train_generators if g in r.priors[split]]
+        prior_own = np.mean([r.priors[split][g].mean() for g in own]) if own else math.nan
+        lines.append(f"| {split} | " + " | ".join(cells) + f" | {_cell(_mean_row(s.ious)['mean'])} | {clean} | "
+                     f"{_cell(prior_own)} |")
+    in_domain_prior = {g: r.priors[g][g] for g in gens if g in r.priors}
+    baselines = {"prior (fit on that generator's masks)": in_domain_prior, **r.trivial}
+    real_clean = {"prior (fit on that generator's masks)": "0", "all-fake": "0", "all-real": "100"}
+    for name, row in baselines.items():
+        cells = [_cell(float(row[g].mean())) if g in row else "–" for g in gens]
+        lines.append(f"| _baseline: {name}_ | " + " | ".join(cells) + f" | {_cell(_mean_row(row)['mean'])} | "
+                     f"{real_clean[name]} | |")
+    notes = [_headline_note(name.replace("_", "-"), part) for name, part in headline(r).items()
+             if name in ("in_domain", "held_out")]
+    return "\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes) + ".\n"
 
-    for split, row in table.items():
-        lines.append(f"| {split} | " + fmt(row, split))
-    for name, row in base.items():
-        lines.append(f"| _baseline: {name}_ | " + fmt(row, None))
-    return "\n".join(lines) + "\n"
+
+def _headline_note(name: str, part: dict) -> str:
+    if part["iou"] is None:
+        return f"{name} mean –"
+    return (f"{name} mean {_cell(part['iou'], (part['low'], part['high']))} "
+            f"against {_cell(part['prior'])} for the prior of the same splits")
 
 
-def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
+def write_json(path: Path, obj: dict) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_overlays(r: Results, prepared: Prepared, folder: Path, threshold: float) -> None:
+    gens = r.generators
+    with atomic_dir(folder) as tmp:
+        for gen in gens:
+            # The model trained on this generator, then the one that never saw it, then the rest.
+            shown = sorted((s for s in r.scores if len(r.scores[s].overlays.get(gen, ()))),
+                           key=lambda s: (s != gen, held_out(s, gens) != gen, s))[:4]
+            if not shown:
+                continue
+            images, masks = prepared.arrays(gen, "test")
+            rows = [[np.asarray(images[i]), overlay(np.asarray(images[i]), masks[i], (0, 255, 0))]
+                    + [overlay(np.asarray(images[i]), binarize(r.scores[s].overlays[gen][i], threshold))
+                       for s in shown]
+                    for i in range(len(r.scores[shown[0]].overlays[gen]))]
+            grid(rows, ["input", "truth"] + [f"pred: {s}" for s in shown], tmp / f"{gen}.png",
+                 f"test generator: {gen}")
+
+
+def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple[Prepared, Results]:
     prepared = Prepared(prepared_dir)
     setup_threads(None)
     # Rows: single generators, then leave-one-out splits, then anything else (`all`).
     model_files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
     if not model_files:
         raise FileNotFoundError(f"{models_dir}: no trained models (*.pt) to evaluate")
-    table, all_scores, kept = {}, {}, {}
+    models, scores = {}, {}
     for path in model_files:
         model, saved = load_model(path)
         if saved.size != prepared.size:
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
-        split = saved.split
-        table[split], all_scores[split], kept[split] = evaluate_model(model, prepared, ep)
-        print(f"{split:>20}: " + "  ".join(f"{g} {100 * v:.1f}" for g, v in table[split].items()))
-    gens = prepared.generators
-    base = baselines(prepared)
-    summary = {**summarize(table, gens), "baselines": base}
+        models[saved.split] = saved
+        scores[saved.split] = score_model(model, prepared, ep.threshold, ep.batch_size, ep.detection_score,
+                                          keep=ep.overlay_images)
+        ious = scores[saved.split].ious
+        print(f"{saved.split:>20}: " + "  ".join(f"{g} {100 * v.mean():.1f}" for g, v in ious.items()))
+    priors = {split: prior_ious(prepared, m.train_generators) for split, m in models.items()}
+    return prepared, Results(
+        generators=test_generators(prepared), models=models, scores=scores,
+        priors={s: p[0] for s, p in priors.items()}, prior_area={s: round(p[1], 6) for s, p in priors.items()},
+        trivial=trivial_ious(prepared), boot=Bootstrap(prepared, ep.bootstrap, ep.seed))
 
-    for key, obj in (("iou", table), ("scores", all_scores), ("summary", summary)):
-        with atomic_file(out[key]) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
+    prepared, r = score_all(prepared_dir, models_dir, ep)
+    table = iou_table(r)
+    write_json(out["iou"], {s: {g: _finite(v) for g, v in row.items()} for s, row in table.items()})
+    write_json(out["scores"], detailed_scores(r))
+    write_json(out["summary"], headline(r))
     with atomic_file(out["table"]) as tmp:
-        tmp.write_text(markdown_table(table, gens, base))
+        tmp.write_text(markdown_table(r))
     out["heatmap"].parent.mkdir(parents=True, exist_ok=True)
-    heatmap(table, [g for g in gens if any(g in r for r in table.values())] + ["mean"], out["heatmap"],
-            f"IoU x100, test split, {prepared.size}px")
-    with atomic_dir(out["overlays"]) as tmp:
-        for gen in gens:
-            shown = [s for s in table if gen in kept[s]]
-            # The model trained on this generator, then the one that never saw it, then the rest.
-            shown.sort(key=lambda s: (s != gen, held_out(s, gens) != gen, s))
-            shown = shown[:4]
-            if not shown:
-                continue
-            images, masks = prepared.arrays(gen, "test")
-            rows = []
-            for i in range(len(kept[shown[0]][gen])):
-                img = np.asarray(images[i])
-                rows.append([img, overlay(img, masks[i], (0, 255, 0))]
-                            + [overlay(img, binarize(kept[s][gen][i], ep.threshold)) for s in shown])
-            grid(rows, ["input", "truth"] + [f"pred: {s}" for s in shown], tmp / f"{gen}.png",
-                 f"test generator: {gen}")
+    heatmap(table, [*r.generators, "mean"], out["heatmap"], f"IoU x100, test split, {prepared.size}px")
+    write_overlays(r, prepared, out["overlays"], ep.threshold)
     return table
 
 

@@ -79,8 +79,18 @@ def test_chunked_memmap_matches_brute_force(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("train", "valid", "message"), [
     (np.zeros((0, 4, 4)), np.zeros((1, 4, 4)), "train masks: no masks"),
     (np.zeros((4, 4)), np.zeros((1, 4, 4)), r"train masks: expected masks of shape \(N, H, W\)"),
-    (np.zeros((1, 4, 4)), np.zeros((1, 5, 4)), "valid masks: masks are"),
+    (np.zeros((1, 4, 4)), np.zeros((1, 5, 4)), "valid masks: masks of several sizes"),
 ])
 def test_bad_shapes_fail_clearly(train, valid, message):
     with pytest.raises(ValueError, match=message):
         prior.fit_prior(train, valid)
+
+
+def test_a_split_of_several_generators_pools_their_masks():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((5, 4, 4)) < 0.3, rng.random((7, 4, 4)) < 0.6
+    valid = rng.random((6, 4, 4)) < 0.5
+    pooled, threshold = prior.fit_prior(np.concatenate([a, b]), valid)
+    listed, listed_threshold = prior.fit_prior([a, b], [valid[:2], valid[2:]])
+    assert np.array_equal(pooled, listed) and threshold == listed_threshold
+    assert np.array_equal(prior.prior_iou(pooled, [a, b]), prior.prior_iou(pooled, np.concatenate([a, b])))

@@ -47,12 +47,20 @@ def test_table_trains_every_single_and_leave_one_out_split(prepared, tmp_path):
         assert set(row) == {"alpha", "beta", "mean"}
         assert all(0 <= v <= 1 for v in row.values())
     summary = json.loads((tmp_path / "summary.json").read_text())
-    # The bright patch is easy: trained models beat both trivial predictors.
-    best_baseline = max(summary["baselines"]["all-fake"]["mean"], summary["baselines"]["all-real"]["mean"])
-    assert summary["in_domain_mean"] > best_baseline
+    # The bright patch is easy: trained models beat the trivial predictors and the location prior.
+    in_domain = summary["in_domain"]
+    assert in_domain["iou"] > max(summary["baselines"].values())
+    assert in_domain["iou"] > in_domain["prior"]
+    assert in_domain["low"] <= in_domain["iou"] <= in_domain["high"]
+    assert summary["runtime"] == {"train_device": "cpu", "train_precision": "fp32", "train_threads": 1,
+                                  "evaluate_device": "cpu", "evaluate_precision": "fp32"}
+    assert 0 <= summary["real_faces"]["clean"] <= 1
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert {"iou", "f1", "ap", "best_f1", "auc"} <= set(scores["alpha"]["alpha"])
+    assert {"iou", "iou_ci", "prior_iou", "f1", "ap", "best_f1", "auc"} <= set(scores["alpha"]["alpha"])
+    low, high = scores["alpha"]["alpha"]["iou_ci"]
+    assert low <= scores["alpha"]["alpha"]["iou"] <= high
     assert 0 <= scores["alpha"]["real"]["fake_area"] <= 1
+    assert set(scores["baselines"]) == {"prior", "prior_area", "all-fake", "all-real"}
     assert "| alpha |" in (tmp_path / "table.md").read_text()
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["alpha.png", "beta.png"]
 

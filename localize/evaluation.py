@@ -1,0 +1,137 @@
+"""Scoring trained models and baselines on the prepared test arrays, with bootstrap intervals.
+
+Every score keeps its per-image values, so one bootstrap (a fixed set of resamples of each
+test generator's images, shared by every model) gives an interval for each cell and for
+any mean of cells: models are compared on the same resampled test sets.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from localize.inference import iter_probs_with_masks, predict_probs
+from localize.layout import REAL
+from localize.metrics import (
+    PixelHistogram,
+    binarize,
+    bootstrap_means,
+    f1_per_image,
+    iou_per_image,
+    percentile_interval,
+    resample_indices,
+    roc_auc,
+)
+from localize.prepared import Prepared
+from localize.prior import fit_prior, prior_iou
+from localize.splits import held_out
+
+
+@dataclass
+class ModelScores:
+    """One model on every test generator (and the real test faces), per image where it matters."""
+
+    ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU
+    cells: dict[str, dict[str, float]] = field(default_factory=dict)  # generator -> f1, ap, best_f1, auc
+    real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
+
+
+def image_scores(prob: np.ndarray, how: str) -> np.ndarray:
+    """One detection score per probability map: its max or its mean."""
+    flat = prob.reshape(len(prob), -1)
+    return flat.max(1) if how == "max" else flat.mean(1)
+
+
+def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
+                keep: int = 0) -> ModelScores:
+    out = ModelScores()
+    real_scores = np.zeros(0)
+    if prepared.has(REAL, "test"):
+        real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
+        out.real_flagged = binarize(real_probs, threshold).reshape(len(real_probs), -1).mean(1)
+        real_scores = image_scores(real_probs, detection)
+    for gen in prepared.generators:
+        if not prepared.has(gen, "test"):
+            continue
+        images, masks = prepared.arrays(gen, "test")
+        ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
+        for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
+            pred = binarize(prob, threshold)
+            ious.append(iou_per_image(pred, true))
+            f1s.append(f1_per_image(pred, true))
+            fake_scores.append(image_scores(prob, detection))
+            hist.update(prob, true)
+            kept.extend(prob[: max(0, keep - len(kept))])
+        fake_scores = np.concatenate(fake_scores)
+        labels = np.r_[np.ones(len(fake_scores)), np.zeros(len(real_scores))]
+        out.ious[gen] = np.concatenate(ious)
+        out.overlays[gen] = np.array(kept)
+        out.cells[gen] = {
+            "f1": float(np.concatenate(f1s).mean()),
+            "ap": hist.average_precision(),
+            "best_f1": hist.best_f1(),
+            "auc": roc_auc(np.r_[fake_scores, real_scores], labels),
+        }
+    return out
+
+
+def trivial_ious(prepared: Prepared) -> dict[str, dict[str, np.ndarray]]:
+    """Per-image IoU of the two trivial predictors: every pixel fake, every pixel real."""
+    out: dict[str, dict[str, np.ndarray]] = {"all-fake": {}, "all-real": {}}
+    for gen in test_generators(prepared):
+        true = np.asarray(prepared.arrays(gen, "test")[1]).astype(bool)
+        out["all-fake"][gen] = iou_per_image(np.ones_like(true), true)
+        out["all-real"][gen] = iou_per_image(np.zeros_like(true), true)
+    return out
+
+
+def prior_ious(prepared: Prepared, train_generators: list[str]) -> tuple[dict[str, np.ndarray], float]:
+    """The location prior of a training split on every test generator, per image, and the share
+    of the image it covers (localize/prior.py: a model trained on masks alone)."""
+    train = [prepared.arrays(g, "train")[1] for g in train_generators if prepared.has(g, "train")]
+    valid = [prepared.arrays(g, "valid")[1] for g in train_generators if prepared.has(g, "valid")] or train
+    prior, _ = fit_prior(train, valid)
+    ious = {gen: prior_iou(prior, prepared.arrays(gen, "test")[1]) for gen in test_generators(prepared)}
+    return ious, float(prior.mean())
+
+
+def test_generators(prepared: Prepared) -> list[str]:
+    return [g for g in prepared.generators if prepared.has(g, "test")]
+
+
+class Bootstrap:
+    """Resamples of each test set's images, fixed by (seed, test set name) and shared by all models."""
+
+    def __init__(self, prepared: Prepared, draws: int, seed: int):
+        self.resamples = {}
+        for name in [*test_generators(prepared), REAL]:
+            if prepared.has(name, "test"):
+                rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+                self.resamples[name] = resample_indices(prepared.splits[name]["test"], draws, rng)
+
+    def interval(self, cells: list[tuple[str, np.ndarray]]) -> tuple[float, float]:
+        """95% interval of the mean over `cells`, each (test set name, per-image values)."""
+        if not cells:
+            return math.nan, math.nan
+        means = np.mean([bootstrap_means(values, self.resamples[name]) for name, values in cells], axis=0)
+        return percentile_interval(means)
+
+
+def in_domain_cells(ious: dict[str, dict[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    """(generator, per-image IoU) of the models trained and tested on the same generator."""
+    return [(g, row[g]) for split, row in ious.items() for g in row if g == split]
+
+
+def held_out_cells(ious: dict[str, dict[str, np.ndarray]], generators: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(generator, per-image IoU) of the leave-one-out models on the generator they never saw."""
+    return [(held_out(s, generators), row[held_out(s, generators)]) for s, row in ious.items()
+            if held_out(s, generators) in row]
+
+
+def mean_of(cells: list[tuple[str, np.ndarray]]) -> float:
+    return float(np.mean([values.mean() for _, values in cells])) if cells else math.nan
