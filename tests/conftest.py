@@ -1,14 +1,23 @@
-"""Shared fixtures: tiny prepared datasets with a learnable signal."""
+"""Shared fixtures: tiny prepared datasets with a learnable signal; crafted files and measured runs."""
 
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from localize.layout import REAL
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_prepared(root: Path, generators=("alpha", "beta"), size=16, counts=None, seed=0) -> Path:
@@ -46,3 +55,41 @@ def make_prepared(root: Path, generators=("alpha", "beta"), size=16, counts=None
 @pytest.fixture
 def prepared(tmp_path) -> Path:
     return make_prepared(tmp_path / "prepared")
+
+
+def png_declaring(path: Path, width: int, height: int, colour: int = 2) -> Path:
+    """A PNG whose header declares width x height, in a few KB: every CRC right and an IEND, but
+    only a little pixel data. Refused from its header, it never costs its declared size; a reader
+    that decoded it would allocate that size before finding the data short."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(4096)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def run_measured(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str, str, float]:
+    """Run a command with the repository importable; (exit status, stdout, stderr, peak RSS in MB).
+
+    The peak is the largest resident size of the process or any child it waited for (wait4's
+    rusage), so worker pools count too, and nothing else this test session ran does.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss / 1024
+
+
+PYTHON = sys.executable
