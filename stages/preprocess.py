@@ -42,6 +42,7 @@ from localize.config import load_section
 from localize.imageio import ImageReadError, ImageSizeError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.index_csv import read_index, unstorable
 from localize.layout import REAL, SPLITS
+from localize.prepared import MAX_SIZE
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
@@ -52,8 +53,8 @@ class PreprocessParams:
     workers: int = 0  # decoding processes; 0 = every core this process may use
 
     def validate(self) -> None:
-        if not 1 <= self.size <= 4096:
-            raise ValueError(f"size = {self.size}: must be between 1 and 4096 pixels")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size = {self.size}: must be between 1 and {MAX_SIZE} pixels")
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 
