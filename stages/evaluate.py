@@ -27,6 +27,7 @@ from localize.inference import iter_probs, load_model
 from localize.layout import REAL
 from localize.metrics import PixelHistogram, binarize, f1_per_image, iou_per_image, roc_auc
 from localize.plots import grid, heatmap, overlay
+from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.splits import held_out
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in ("iou", "scores", "summary", "table", "heatmap", "overlays")}
     try:
+        start(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)
         run(args.prepared, args.models, out, ep)
     except (ParamsError, ValueError, FileNotFoundError) as e:

@@ -52,11 +52,26 @@ from localize.imageio import (
 )
 from localize.index_csv import INDEX_COLUMNS, printable, unstorable
 from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+from localize.preflight import start
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
 PROBLEM_COLUMNS = ["severity", "kind", "generator", "split", "path", "problem"]
 ERROR, NOTE = "error", "note"
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str  # the Dolos-layout folder; dvc.yaml passes it (quoted) to this stage
+
+    def validate(self) -> None:
+        if not self.root.strip():
+            raise ValueError("root is empty: set it to the folder that holds real/ and fake/")
+        shell = sorted({c for c in self.root if c in '"$`\\'})
+        if shell or unstorable(self.root):
+            what = " ".join(shell) if shell else "a control character"
+            raise ValueError(f"root = {self.root!r} holds {what}, which dvc.yaml's quoted command line "
+                             "cannot pass on as is; rename the folder or link to it under a plain name")
 
 
 @dataclass(frozen=True)
@@ -502,10 +517,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="JSON metrics to write")
     args = parser.parse_args(argv)
     try:
+        start("params.yaml", [args.out, args.problems, args.metrics])
         cfg = load_section(IndexParams, "index")
         run(args.root, args.out, args.problems, args.metrics, cfg)
     except (ValueError, OSError) as e:  # IndexDataError, ImageReadError and ParamsError are ValueErrors
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("index: interrupted; nothing was written, rerun the stage") from None
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from localize.config import load_section
 from localize.imageio import ImageReadError, ImageSizeError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.index_csv import read_index, unstorable
 from localize.layout import REAL, SPLITS
+from localize.preflight import start
 from localize.prepared import MAX_SIZE
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
@@ -201,10 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder to write the arrays and manifest.json into")
     args = parser.parse_args(argv)
     try:
+        start("params.yaml", [args.index, args.out])
         cfg = load_section(PreprocessParams, "preprocess")
         run(args.index, args.out, cfg)
     except (ValueError, OSError) as e:  # ImageReadError, IndexFileError and ParamsError are ValueErrors
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("preprocess: interrupted; nothing was written, rerun the stage") from None
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from localize.index_csv import printable
 from localize.layout import REAL
 from stages import index as index_stage
 from stages import preprocess as preprocess_stage
-from stages.index import IndexDataError, IndexParams
+from stages.index import DataParams, IndexDataError, IndexParams
 
 DOLOS_FOLDERS = ("repaint-p2-9k", "lama", "ldm", "pluralistic")
 SHORT = {"repaint-p2-9k": "repaint", "lama": "lama", "ldm": "ldm", "pluralistic": "pluralistic"}
@@ -570,3 +570,9 @@ def test_huge_declared_files_are_refused_cheaply_and_without_tracebacks(tmp_path
         else:
             assert status == 1 and "\nerror: index: 4 problem(s)" in err
 
+
+def test_data_root_param_is_checked():
+    assert parse_section(DataParams, {"root": "/data/my dolos/celebahq"}, "data").root == "/data/my dolos/celebahq"
+    for bad in ("", 'a"b', "$HOME/x", "a\nb"):
+        with pytest.raises(ParamsError, match="root"):
+            parse_section(DataParams, {"root": bad}, "data")
