@@ -2,8 +2,15 @@
 
 Each output is built under a temporary sibling name and renamed into place only when
 the stage succeeds. On any exception the temporary is removed and the old output (if
-any) is left untouched, so DVC never caches a half-written result. A temporary that a
-hard kill (SIGKILL, power loss) left behind is removed the next time the output is written.
+any) is left untouched, so DVC never caches a half-written result. Outputs get the
+permissions of any file the user creates (the umask's), not the private ones that
+temporary files are created with.
+
+A hard kill (SIGKILL, power loss) can still leave a temporary behind. Its writer holds a
+lock on it while it lives, so a temporary that nobody holds is stale: it is removed the
+next time the output is written, and by `remove_stale` (every stage calls it at its start
+for the folders it works in, see localize.preflight), since DVC may restore an output
+from its cache without running the stage that writes it.
 """
 
 from __future__ import annotations
@@ -12,21 +19,81 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no locks, so any temporary found counts as stale
+    fcntl = None
+
+_TMP = ".tmp-"
+
+
+def _prefix(final: Path) -> str:
+    return f".{final.name}{_TMP}"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask sets it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        path.unlink(missing_ok=True)
+
+
+def _remove_if_stale(path: Path) -> bool:
+    """Remove a temporary that no living writer holds; True if it was removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # vanished, or a symlink: not one of ours
+        return False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # its writer is alive
+        _remove(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale(folders: Iterable[str | Path]) -> list[Path]:
+    """Remove the temporaries that killed writers left in `folders`; return them."""
+    removed = []
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        try:
+            candidates = sorted(folder.glob(f".*{_TMP}*"))
+        except OSError:
+            continue
+        removed += [p for p in candidates if _remove_if_stale(p)]
+    return removed
 
 
 def _prepare(final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        _remove(stale)
+    for stale in final.parent.glob(f"{_prefix(final)}*"):
+        _remove_if_stale(stale)
 
 
 @contextlib.contextmanager
@@ -34,15 +101,21 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `final` on success."""
     final = Path(final)
     _prepare(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_prefix(final), dir=final.parent))
+    fd = os.open(tmp, os.O_RDONLY)
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists() or final.is_symlink():
-        _remove(final)
-    os.replace(tmp, final)
+        _lock(fd)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists() or final.is_symlink():
+            _remove(final)
+        os.replace(tmp, final)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -50,12 +123,16 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that replaces `final` on success."""
     final = Path(final)
     _prepare(final)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
+    fd, name = tempfile.mkstemp(prefix=_prefix(final), suffix=final.suffix, dir=final.parent)
     tmp = Path(name)
     try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, final)
+        _lock(fd)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
+        try:
+            yield tmp
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, final)
+    finally:
+        os.close(fd)

@@ -4,6 +4,14 @@ Every reader raises `ImageReadError` naming the file, whatever Pillow raised und
 (truncated data, bad CRC, not an image, decompression bomb...), so a stage can report
 the file and the problem in plain words.
 
+Bounded decoding: every reader first reads the header alone (`read_header`: Pillow opens
+lazily) and refuses an image whose width x height exceeds a pixel limit, before any
+decoder (Pillow or OpenCV) allocates its pixels. MAX_PIXELS is the one default.
+
+Orientation: the data stages keep the stored orientation (EXIF is ignored, as Pillow and
+OpenCV's IMREAD_UNCHANGED do), since that is what the masks were drawn on; `load_upright_rgb`,
+for predict, applies the EXIF orientation.
+
 Dolos masks: 0 = fake (inpainted), 255 = real, stored as RGB or L PNGs. As in Dolos'
 own loader, a pixel is fake where channel 0 is not 255; inside the pipeline 1 = fake.
 """
@@ -12,6 +20,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +29,7 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Files with other suffixes in a data folder are reported and ignored, never decoded.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -39,6 +48,15 @@ _DECODE_ERRORS = (
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 T = TypeVar("T")
 
+# The default pixel limit (width x height) of every reader: 64 Mpx, e.g. 8000 x 8000, more than
+# a 50-megapixel phone photo. A decoded 64 Mpx RGB image takes 192 MB; a mask 64 MB.
+MAX_PIXELS = 64_000_000
+# Pillow refuses images above twice its own MAX_IMAGE_PIXELS (a decompression bomb) whatever
+# limit is asked for here, so a pixel limit cannot usefully be set higher than this.
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+# Below that, Pillow only warns; the limit checked by read_header decides instead.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 
 class ImageReadError(ValueError):
     """A file could not be read as an image; `path` and `problem` say which and why."""
@@ -51,6 +69,26 @@ class ImageReadError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
+
+
+class ImageTooLargeError(ImageReadError):
+    """The header declares more pixels than the limit: refused before any decode."""
+
+
+class ImageSizeError(ImageReadError):
+    """The header's size is not the one the caller expected (`size`, `expected`: width, height)."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int], expected: tuple[int, int]) -> None:
+        super().__init__(path, f"is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}")
+        self.args = (str(path), size, expected)
+        self.size, self.expected = size, expected
+
+
+def check_max_pixels(value: int, name: str) -> None:
+    """Raise ValueError unless `value` is a usable pixel limit; `name` is the param or option that set it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= PILLOW_MAX_PIXELS:
+        raise ValueError(f"{name} = {value!r}: must be a whole number of pixels between 1 and "
+                         f"{PILLOW_MAX_PIXELS:,} (Pillow refuses larger images)")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -67,8 +105,6 @@ def _describe(e: BaseException, data: bytes) -> str:
         return f"damaged file: its data fails the format's checks ({text})"
     if isinstance(e, Image.UnidentifiedImageError):
         return "empty file (0 bytes)" if not data else "not an image file, or its header is damaged"
-    if isinstance(e, Image.DecompressionBombError):
-        return f"image too large to decode safely ({text})"
     return f"cannot be read as an image ({text})"
 
 
@@ -89,8 +125,37 @@ def _pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image], T]) 
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             return convert(img)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(path, f"image too large to decode safely ({e})") from None
     except _DECODE_ERRORS as e:
         raise ImageReadError(path, _describe(e, data)) from None
+
+
+def read_header(path: str | Path, data: bytes, max_pixels: int,
+                expected: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(width, height) from the header alone, refused above `max_pixels` or unlike `expected`.
+
+    The one size check of every reader, made before any decoder allocates the pixels:
+    Pillow's open is lazy, it reads the header and leaves the pixel data alone. A PNG's
+    size is read from its IHDR chunk directly, so that it is known even above Pillow's
+    own limit (Pillow's open refuses those without saying the size).
+    """
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+        except Image.DecompressionBombError as e:  # Pillow's own limit, checked when it opens the header
+            raise ImageTooLargeError(path, f"image too large to decode safely ({e})") from None
+        except _DECODE_ERRORS as e:
+            raise ImageReadError(path, _describe(e, data)) from None
+    if expected is not None and (width, height) != tuple(expected):
+        raise ImageSizeError(path, (width, height), expected)
+    if width * height > max_pixels:
+        raise ImageTooLargeError(path, f"image too large to decode safely ({width}x{height} = "
+                                       f"{width * height:,} pixels; the limit is {max_pixels:,})")
+    return width, height
 
 
 @dataclass(frozen=True)
@@ -155,20 +220,18 @@ def _check_png(path: str | Path, data: bytes) -> ImageInfo:
     mode = _PNG_MODES.get((colour, depth))
     if mode is None:
         raise ImageReadError(path, f"damaged file: invalid PNG colour type {colour} / bit depth {depth}")
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > 2 * limit:
-        raise ImageReadError(path, f"image too large to decode safely ({width}x{height})")
     return ImageInfo(width, height, mode, "PNG", transparency)
 
 
-def check_image(path: str | Path) -> ImageInfo:
+def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """Cheap but real check: header, size, mode, and data integrity without a full decode.
 
-    PNGs get every chunk's CRC checked (see _check_png), which catches truncated and
-    corrupted files at a fraction of a decode's cost. Other formats have no such
-    check, so Pillow decodes them in full.
+    The header's size is checked against `max_pixels` first. PNGs get every chunk's CRC
+    checked (see _check_png), which catches truncated and corrupted files at a fraction
+    of a decode's cost. Other formats have no such check, so Pillow decodes them in full.
     """
     data = _read(path)
+    read_header(path, data, max_pixels)
     if data.startswith(_PNG_SIGNATURE):
         info = _check_png(path, data)
     else:
@@ -223,23 +286,52 @@ def _cv2_png(data: bytes) -> np.ndarray | None:
     return arr
 
 
-def _strict_pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+def _strict_pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image], T]) -> T:
     """The Pillow path, with the CRC checks Pillow's own PNG decode skips (libpng does them)."""
     if data.startswith(_PNG_SIGNATURE):
         _check_png(path, data)
     return _pillow(path, data, convert)
 
 
-def load_rgb(path: str | Path, fast: bool = True) -> np.ndarray:
-    """Decode an image fully and return it as uint8 H x W x 3 RGB (possibly read-only).
+def load_rgb(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
+             expected: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image fully and return it as uint8 H x W x 3 RGB (possibly read-only), in its stored
+    orientation.
 
-    `fast` lets plain 3-channel PNGs go through OpenCV; the pixels are the same as Pillow's.
+    The header is checked first (`read_header`: `max_pixels`, and the `expected` (width, height)
+    if given). `fast` lets plain 3-channel PNGs go through OpenCV; the pixels are the same as Pillow's.
     """
     data = _read(path)
+    read_header(path, data, max_pixels, expected)
     bgr = _cv2_png(data) if fast else None
     if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     return _strict_pillow(path, data, lambda img: np.asarray(to_rgb(img), dtype=np.uint8))
+
+
+# EXIF Orientation values that turn or mirror the stored pixels (1 = as stored).
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS = {2: "mirrored", 3: "turned 180°", 4: "flipped upside down",
+                 5: "mirrored and turned 90° anticlockwise", 6: "turned 90° clockwise",
+                 7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
+
+
+def load_upright_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str | None]:
+    """Like `load_rgb`, but upright as viewers show it: the EXIF orientation (phone photos) is applied.
+
+    Returns (uint8 H x W x 3 RGB, what the orientation did, e.g. "turned 90° clockwise", or None).
+    """
+    data = _read(path)
+    read_header(path, data, max_pixels)
+
+    def upright(img: Image.Image) -> tuple[np.ndarray, str | None]:
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+        turn = _ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+        if turn is not None:
+            img = ImageOps.exif_transpose(img)
+        return np.asarray(to_rgb(img), dtype=np.uint8), turn
+
+    return _strict_pillow(path, data, upright)
 
 
 def mask_channel0(img: Image.Image) -> np.ndarray:
@@ -255,12 +347,15 @@ def mask_channel0(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB").getchannel(0))
 
 
-def load_mask_channel0(path: str | Path, fast: bool = True) -> np.ndarray:
+def load_mask_channel0(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
+                       expected: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a mask file fully and return its channel 0 as uint8 H x W (possibly read-only).
 
+    The header is checked first, as in `load_rgb`: OpenCV has no pixel limit of its own.
     `fast` lets 8-bit PNGs (Dolos ships RGB and L) go through OpenCV, with the same result.
     """
     data = _read(path)
+    read_header(path, data, max_pixels, expected)
     arr = _cv2_png(data) if fast else None
     if arr is not None and arr.ndim == 2:
         return arr
@@ -274,9 +369,10 @@ def fake_from_channel0(channel0: np.ndarray) -> np.ndarray:
     return channel0 != 255
 
 
-def load_fake_mask(path: str | Path, fast: bool = True) -> np.ndarray:
+def load_fake_mask(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
+                   expected: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a Dolos mask and return it binarized: bool H x W, True = fake."""
-    return fake_from_channel0(load_mask_channel0(path, fast))
+    return fake_from_channel0(load_mask_channel0(path, fast, max_pixels, expected))
 
 
 def resize_image(arr: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,30 @@ if TYPE_CHECKING:
     import pandas as pd
 
 INDEX_COLUMNS = ("generator", "split", "id", "image", "mask", "width", "height", "fake_fraction")
+
+# Characters a name (an id, a generator) may not hold: it could not be stored one per line
+# (ids.txt) or written as text. Controls (newline, tab...), line and paragraph separators,
+# and the undecodable bytes that os.fsdecode keeps in a name as lone surrogates.
+_UNSTORABLE = ("Cc", "Zl", "Zp", "Cs")
+
+
+def unstorable(name: str) -> bool:
+    """True if `name` holds a character that cannot be stored one per line as text."""
+    return any(unicodedata.category(c) in _UNSTORABLE for c in name)
+
+
+def printable(text: str) -> str:
+    """`text` on one line, as valid text: the characters `unstorable` refuses are escaped (\\n, \\u2028, \\xff)."""
+    out = []
+    for c in text:
+        category = unicodedata.category(c)
+        if category == "Cs":  # an undecodable byte, as os.fsdecode keeps it
+            out.append(f"\\x{ord(c) & 0xFF:02x}")
+        elif category in _UNSTORABLE:
+            out.append(c.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def read_index(path: str | Path) -> pd.DataFrame:

@@ -37,6 +37,12 @@ def f1_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return _ratio_or_one(2 * inter, n_pred + n_true)
 
 
+def check_threshold(threshold: float) -> None:
+    """A probability threshold must lie strictly inside (0, 1): 0 or below flags every pixel."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+
+
 def binarize(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return prob > threshold
 

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display on build machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from localize.atomic import atomic_file
 
-from localize.atomic import atomic_file  # noqa: E402
+
+def _pyplot():
+    """matplotlib, imported on first use: `predict` needs only `overlay`, and a lighter process."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on build machines
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: Path) -> None:
     # No software tag in the metadata: identical runs give identical bytes.
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    fig, (ax_loss, ax_iou, ax_real) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (ax_loss, ax_iou, ax_real) = _pyplot().subplots(1, 3, figsize=(15, 4))
     for split, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], label=split)
@@ -37,7 +43,7 @@ def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
 def heatmap(table: dict[str, dict[str, float]], columns: list[str], path: Path, title: str) -> None:
     rows = list(table)
     values = np.array([[table[r].get(c, np.nan) for c in columns] for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 0.45 * len(rows) + 1.5))
+    fig, ax = _pyplot().subplots(figsize=(1.2 * len(columns) + 2.5, 0.45 * len(rows) + 1.5))
     im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -62,7 +68,7 @@ def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 0, 0), alpha: float
 def grid(rows: list[list[np.ndarray]], titles: list[str], path: Path, suptitle: str) -> None:
     """A grid of images, one list per row, with column titles."""
     n_rows, n_cols = len(rows), len(titles)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows), squeeze=False)
+    fig, axes = _pyplot().subplots(n_rows, n_cols, figsize=(1.6 * n_cols, 1.6 * n_rows), squeeze=False)
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
             ax = axes[i][j]

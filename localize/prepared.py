@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_SIZE = 4096  # the largest side of prepared images (preprocess.size), so of what a model is trained at
+
 
 class PreparedError(ValueError, KeyError):
     """Prepared data is absent, incomplete or inconsistent. A KeyError too, for lookups by name."""

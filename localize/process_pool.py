@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+
+def _worker_start(initializer: Callable[[], None] | None) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent handles it and stops
+    # the pool, so workers ignore it rather than each printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer()
 
 
 def ordered_map(func: Callable[[Any], Any], tasks: Sequence[Any], workers: int, max_chunk: int,
@@ -18,5 +27,5 @@ def ordered_map(func: Callable[[Any], Any], tasks: Sequence[Any], workers: int, 
         yield from map(func, tasks)
         return
     chunksize = max(1, min(max_chunk, len(tasks) // (workers * 8)))
-    with multiprocessing.Pool(workers, initializer=initializer) as pool:
+    with multiprocessing.Pool(workers, initializer=_worker_start, initargs=(initializer,)) as pool:
         yield from pool.imap(func, tasks, chunksize=chunksize)

@@ -245,6 +245,11 @@ def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.
     return Progress(**saved["progress"])
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The last finished epoch a checkpoint holds."""
+    return torch.load(path, map_location="cpu", weights_only=False)["progress"]["epoch"]
+
+
 def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) -> None:
     if len(fakes) == 0:
         raise ValueError(f"split {split!r}: no training images")

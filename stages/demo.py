@@ -36,6 +36,7 @@ from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
 from localize.layout import REAL, SPLITS
+from localize.preflight import start
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
@@ -369,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:
+        start("params.yaml", [args.out, args.sheet])
         cfg = load_section(DemoParams, "demo")
         summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
     except (ParamsError, OSError, ValueError) as e:

@@ -39,8 +39,9 @@ from localize.evaluation import (
     trivial_ious,
 )
 from localize.layout import REAL
-from localize.metrics import binarize
+from localize.metrics import binarize, check_threshold
 from localize.plots import grid, heatmap, overlay
+from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.saved_model import SavedModel, load_model
@@ -59,8 +60,7 @@ class EvaluateParams:
     seed: int = 0  # of the bootstrap's resamples
 
     def validate(self) -> None:
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        check_threshold(self.threshold)
         for name in ("batch_size", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in ("iou", "scores", "summary", "table", "heatmap", "overlays")}
     try:
+        start(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)
         run(args.prepared, args.models, out, ep)
     except (ParamsError, ValueError, FileNotFoundError) as e:

@@ -11,14 +11,19 @@ any subset (a generator, a split, real/) may be missing.
 Checks are cheap but real: each image's header, size and mode, and every PNG chunk's
 CRC (so truncated and damaged files show) without decoding the pixels; masks, flat and
 cheap to decode, are decoded in full for the fake fraction and the grey-value count.
-Every problem goes, with its path, into the problems report. `on_error: fail` stops
-with a summary and writes no index; `on_error: skip` drops the bad pairs and counts
-them in the metrics.
+Every problem goes, with its path, into the problems report, which is written
+whatever happens. `on_error: fail` stops with a summary and writes no index;
+`on_error: skip` drops the bad pairs and counts them in the metrics.
+
+Every file is read through localize.imageio's bounded readers: a header that declares
+more than `index.max_pixels` pixels is refused before anything is decoded, and a mask
+whose header size differs from its image's is refused before its decode too.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -35,14 +40,19 @@ from tqdm import tqdm
 from localize.atomic import atomic_file
 from localize.config import choice, load_section
 from localize.imageio import (
+    MAX_PIXELS,
     ImageReadError,
+    ImageSizeError,
+    ImageTooLargeError,
     check_image,
+    check_max_pixels,
     fake_from_channel0,
     is_image_file,
     load_mask_channel0,
 )
-from localize.index_csv import INDEX_COLUMNS
+from localize.index_csv import INDEX_COLUMNS, printable, unstorable
 from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+from localize.preflight import start
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
@@ -51,13 +61,35 @@ ERROR, NOTE = "error", "note"
 
 
 @dataclass(frozen=True)
+class DataParams:
+    root: str  # the Dolos-layout folder; dvc.yaml passes it (quoted) to this stage
+
+    def validate(self) -> None:
+        if not self.root.strip():
+            raise ValueError("root is empty: set it to the folder that holds real/ and fake/")
+        shell = sorted({c for c in self.root if c in '"$`\\'})
+        if shell or unstorable(self.root):
+            what = " ".join(shell) if shell else "a control character"
+            raise ValueError(f"root = {self.root!r} holds {what}, which dvc.yaml's quoted command line "
+                             "cannot pass on as is; rename the folder or link to it under a plain name")
+
+
+@dataclass(frozen=True)
 class IndexParams:
     on_error: str = choice("fail", "skip", default="fail")
     workers: int = 0  # processes for the checks; 0 = every core this process may use
+    # Largest width x height read; bigger files are refused before any decode. null: MAX_PIXELS.
+    max_pixels: int | None = None
 
     def validate(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
+        if self.max_pixels is not None:
+            check_max_pixels(self.max_pixels, "max_pixels")
+
+    @property
+    def pixel_limit(self) -> int:
+        return MAX_PIXELS if self.max_pixels is None else self.max_pixels
 
 
 class IndexDataError(ValueError):
@@ -90,18 +122,87 @@ class Pair:
 # ---- scanning the tree: cheap, in this process ----
 
 
-def _list_split(folder: Path, generator: str, split: str, problems: list[Problem]) -> dict[str, list[str]]:
-    """Image files by id (file stem) in one split folder; anything else is noted and ignored."""
+def _link_problem(path: str | Path) -> tuple[str, str] | None:
+    """(kind, text) for a symlink that leads to no file: dangling, or a loop. None for anything else."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+        return None
+    except OSError as e:
+        try:
+            target = printable(os.readlink(path))
+        except OSError:
+            target = "?"
+        if e.errno == errno.ELOOP:
+            return "symlink-loop", f"symlink loop: {target} leads back to itself and never reaches a file"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "broken-symlink", f"broken symlink → {target} (no such file)"
+        return None  # a target that exists but cannot be read: the read reports it
+
+
+def _usable_folder(path: Path, generator: str, split: str, problems: list[Problem]) -> bool:
+    """True if `path` is a folder; a symlink to nowhere is an error row (not a missing folder)."""
+    link = _link_problem(path)
+    if link is not None:
+        problems.append(Problem(ERROR, link[0], generator, split, printable(str(path)), link[1]))
+        return False
+    return path.is_dir()
+
+
+def _list_split(folder: Path, generator: str, split: str,
+                problems: list[Problem]) -> tuple[dict[str, list[str]], set[str]] | None:
+    """Image files by id (file stem) in one split folder, and the ids of image files that cannot be used.
+
+    Unusable: a symlink that leads nowhere, a name that cannot be stored one per line.
+    They are errors naming the file; their ids are still returned, so their partner (the
+    mask of a broken image, say) is not reported a second time as an orphan. Anything
+    else that is not an image is noted and ignored. None if the folder cannot be listed.
+    """
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        problems.append(Problem(ERROR, "unreadable", generator, split, printable(str(folder)),
+                                f"folder cannot be listed ({e.strerror or e})"))
+        return None
     files: dict[str, list[str]] = defaultdict(list)
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+    unusable: set[str] = set()
+    for entry in entries:
         path = str(folder / entry.name)
-        if entry.name.startswith(".") or not entry.is_file() or not is_image_file(entry.name):
-            what = "hidden file" if entry.name.startswith(".") else \
-                "folder" if entry.is_dir() else "not an image file"
-            problems.append(Problem(NOTE, "ignored", generator, split, path, f"{what}: ignored"))
+        shown = printable(path)
+        stem = Path(entry.name).stem
+        image_name = is_image_file(entry.name)
+        if entry.name.startswith("."):
+            problems.append(Problem(NOTE, "ignored", generator, split, shown, "hidden file: ignored"))
             continue
-        files[Path(entry.name).stem].append(path)
-    return files
+        if image_name and unstorable(entry.name):
+            problems.append(Problem(ERROR, "bad-name", generator, split, shown,
+                                    "file name holds a newline, another control character or bytes that are not "
+                                    "text, so it cannot be stored one per line: rename the file", stem))
+            unusable.add(stem)
+            continue
+        link = _link_problem(path)
+        if link is not None:
+            if image_name:
+                problems.append(Problem(ERROR, link[0], generator, split, shown, link[1], stem))
+                unusable.add(stem)
+            else:
+                problems.append(Problem(NOTE, "ignored", generator, split, shown, f"{link[1]}: ignored"))
+            continue
+        try:
+            is_file = entry.is_file()
+        except OSError as e:
+            problems.append(Problem(ERROR, "unreadable", generator, split, shown,
+                                    f"cannot be read ({e.strerror or e})", stem if image_name else ""))
+            if image_name:
+                unusable.add(stem)
+            continue
+        if not is_file or not image_name:
+            what = "folder" if entry.is_dir() else "not an image file"
+            problems.append(Problem(NOTE, "ignored", generator, split, shown, f"{what}: ignored"))
+            continue
+        files[stem].append(path)
+    return files, unusable
 
 
 def _duplicates(files: dict[str, list[str]], generator: str, split: str, problems: list[Problem]) -> set[str]:
@@ -117,18 +218,23 @@ def _duplicates(files: dict[str, list[str]], generator: str, split: str, problem
 
 def _scan_real(root: Path, problems: list[Problem]) -> list[Pair]:
     real = root / "real"
-    if not real.is_dir():
-        problems.append(Problem(NOTE, "missing", REAL, "", str(real),
-                                "no real/ folder: no real faces indexed"))
+    if not _usable_folder(real, REAL, "", problems):
+        if _link_problem(real) is None:
+            problems.append(Problem(NOTE, "missing", REAL, "", str(real),
+                                    "no real/ folder: no real faces indexed"))
         return []
     pairs = []
     for split in SPLITS:
         folder = real / split
-        if not folder.is_dir():
-            problems.append(Problem(NOTE, "missing", REAL, split, str(folder), "split folder not found"))
+        if not _usable_folder(folder, REAL, split, problems):
+            if _link_problem(folder) is None:
+                problems.append(Problem(NOTE, "missing", REAL, split, str(folder), "split folder not found"))
             continue
-        files = _list_split(folder, REAL, split, problems)
-        if not files:
+        listed = _list_split(folder, REAL, split, problems)
+        if listed is None:
+            continue
+        files, unusable = listed
+        if not files and not unusable:
             problems.append(Problem(ERROR, "empty-split", REAL, split, str(folder),
                                     "split folder holds no images"))
         dup = _duplicates(files, REAL, split, problems)
@@ -140,7 +246,14 @@ def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
     """Generator name -> its folder. Folders that cannot be inpainting sets are noted and ignored."""
     candidates: dict[str, list[Path]] = defaultdict(list)
     for entry in sorted(fake.iterdir()):
-        if not entry.is_dir():
+        link = _link_problem(entry)
+        if link is not None:
+            problems.append(Problem(ERROR, link[0], entry.name, "", printable(str(entry)), link[1]))
+        elif unstorable(entry.name):
+            problems.append(Problem(ERROR, "bad-name", printable(entry.name), "", printable(str(entry)),
+                                    "folder name holds a newline, another control character or bytes that are "
+                                    "not text, so it cannot name a generator: rename the folder"))
+        elif not entry.is_dir():
             problems.append(Problem(NOTE, "ignored", "", "", str(entry), "not a generator folder: ignored"))
         elif not (entry / "images").is_dir() and not (entry / "masks").is_dir():
             problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
@@ -168,24 +281,33 @@ def _scan_fake(name: str, folder: Path, problems: list[Problem]) -> list[Pair]:
     pairs = []
     for split in SPLITS:
         img_dir, mask_dir = folder / "images" / split, folder / "masks" / split
-        if not img_dir.is_dir() and not mask_dir.is_dir():
+        links = [d for d in (img_dir, mask_dir) if _link_problem(d) is not None]
+        has_images = _usable_folder(img_dir, name, split, problems)
+        has_masks = _usable_folder(mask_dir, name, split, problems)
+        if links:  # reported: the split cannot be paired
+            continue
+        if not has_images and not has_masks:
             problems.append(Problem(NOTE, "missing", name, split, str(img_dir), "split folder not found"))
             continue
-        images = _list_split(img_dir, name, split, problems) if img_dir.is_dir() else {}
-        masks = _list_split(mask_dir, name, split, problems) if mask_dir.is_dir() else {}
-        if not images:
+        listed_images = _list_split(img_dir, name, split, problems) if has_images else ({}, set())
+        listed_masks = _list_split(mask_dir, name, split, problems) if has_masks else ({}, set())
+        if listed_images is None or listed_masks is None:
+            continue
+        (images, bad_images), (masks, bad_masks) = listed_images, listed_masks
+        unusable = bad_images | bad_masks
+        if not images and not bad_images:
             problems.append(Problem(ERROR, "empty-split", name, split, str(img_dir),
-                                    "split folder holds no images" if img_dir.is_dir() else
+                                    "split folder holds no images" if has_images else
                                     "masks exist but the images folder is missing"))
         bad = _duplicates(images, name, split, problems) | _duplicates(masks, name, split, problems)
-        for i in sorted(images.keys() - masks.keys()):
+        for i in sorted(images.keys() - masks.keys() - unusable):
             problems.append(Problem(ERROR, "missing-mask", name, split, images[i][0],
                                     f"image without a mask (no {mask_dir}/{i}.*)", i))
-        for i in sorted(masks.keys() - images.keys()):
+        for i in sorted(masks.keys() - images.keys() - unusable):
             problems.append(Problem(ERROR, "missing-image", name, split, masks[i][0],
                                     f"mask without an image (no {img_dir}/{i}.*)", i))
         pairs += [Pair(name, split, i, images[i][0], masks[i][0])
-                  for i in sorted(images.keys() & masks.keys()) if i not in bad]
+                  for i in sorted(images.keys() & masks.keys()) if i not in bad and i not in unusable]
     return pairs
 
 
@@ -204,10 +326,16 @@ def _ids_in_several_splits(pairs: list[Pair], problems: list[Problem]) -> None:
 
 def scan(root: Path, problems: list[Problem]) -> list[Pair]:
     """Every candidate pair under root, in (generator, split, id) order; layout problems go to `problems`."""
+    link = _link_problem(root)
+    if link is not None:
+        raise IndexDataError(f"data root {root}: {link[1]}; set data.root to the folder that holds real/ and fake/")
     if not root.is_dir():
         raise IndexDataError(f"data root {root} not found (or not a folder): set data.root to the folder "
                              "that holds real/ and fake/, e.g. <unzipped Dolos>/celebahq")
     fake = root / "fake"
+    link = _link_problem(fake)
+    if link is not None:
+        raise IndexDataError(f"{fake}: {link[1]}")
     hint = ""
     if any((root / part / "fake").is_dir() for part in ("celebahq", "ffhq")):
         hint = f"; it holds celebahq/ or ffhq/: point data.root at one of those, e.g. {root / 'celebahq'}"
@@ -227,18 +355,23 @@ def scan(root: Path, problems: list[Problem]) -> list[Pair]:
 # ---- checking files: runs in worker processes ----
 
 
-def check_pair(task: tuple[str, str]) -> dict[str, Any]:
+def _kind(e: ImageReadError) -> str:
+    return "too-large" if isinstance(e, ImageTooLargeError) else "unreadable"
+
+
+def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
     """Check one image (and its mask, "" for real): size, mode, integrity, fake fraction, grey values.
 
-    Returns plain data (it travels back from a worker): width, height, fake_fraction,
-    and problems as (severity, kind, path, text) tuples.
+    No file is decoded whose header declares more than `max_pixels` pixels, and no mask whose
+    header size differs from its image's. Returns plain data (it travels back from a worker):
+    width, height, fake_fraction, and problems as (severity, kind, path, text) tuples.
     """
-    image, mask = task
+    image, mask, max_pixels = task
     out: dict[str, Any] = {"width": 0, "height": 0, "fake_fraction": 0.0, "problems": []}
     try:
-        info = check_image(image)
+        info = check_image(image, max_pixels)
     except ImageReadError as e:
-        out["problems"].append((ERROR, "unreadable", image, e.problem))
+        out["problems"].append((ERROR, _kind(e), image, e.problem))
         info = None
     else:
         out["width"], out["height"] = info.width, info.height
@@ -249,14 +382,17 @@ def check_pair(task: tuple[str, str]) -> dict[str, Any]:
     if not mask:
         return out
     try:
-        channel0 = load_mask_channel0(mask)  # a full decode, with the same integrity checks
+        # A full decode, with the same integrity checks, once the header has passed.
+        channel0 = load_mask_channel0(mask, max_pixels=max_pixels,
+                                      expected=None if info is None else (info.width, info.height))
+    except ImageSizeError as e:
+        (w, h), (iw, ih) = e.size, e.expected
+        out["problems"].append((ERROR, "size-mismatch", mask, f"mask is {w}x{h} but its image is {iw}x{ih}"))
+        return out
     except ImageReadError as e:
-        out["problems"].append((ERROR, "unreadable", mask, e.problem))
+        out["problems"].append((ERROR, _kind(e), mask, e.problem))
         return out
     h, w = channel0.shape
-    if info is not None and (w, h) != (info.width, info.height):
-        out["problems"].append((ERROR, "size-mismatch", mask,
-                                f"mask is {w}x{h} but its image is {info.width}x{info.height}"))
     fake = int(np.count_nonzero(fake_from_channel0(channel0)))
     out["fake_fraction"] = round(fake / channel0.size, 6)
     grey = fake - int(np.count_nonzero(channel0 == 0))  # fake pixels that are not pure 0
@@ -269,9 +405,9 @@ def check_pair(task: tuple[str, str]) -> dict[str, Any]:
     return out
 
 
-def _check_all(pairs: list[Pair], workers: int) -> Iterator[dict[str, Any]]:
+def _check_all(pairs: list[Pair], workers: int, max_pixels: int) -> Iterator[dict[str, Any]]:
     """check_pair over every pair, in order, on `workers` processes (results are small)."""
-    tasks = [(p.image, p.mask) for p in pairs]
+    tasks = [(p.image, p.mask, max_pixels) for p in pairs]
     results = ordered_map(check_pair, tasks, workers, max_chunk=64)
     yield from tqdm(results, total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
 
@@ -313,10 +449,17 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
     """Index `root`; write the index, the problems report and the metrics. Returns the index."""
     root, out, problems_path, metrics = Path(root), Path(out), Path(problems_path), Path(metrics)
     problems: list[Problem] = []
-    pairs = scan(root, problems)
+    try:
+        pairs = scan(root, problems)
+    except (IndexDataError, OSError) as e:
+        # The report is written in every case: here with what the scan found, and why it stopped.
+        problems.append(Problem(ERROR, "layout", "", "", printable(str(root)), printable(str(e))))
+        _write_problems(problems, problems_path)
+        raise
 
     rows = []
-    for pair, result in zip(pairs, _check_all(pairs, cfg.workers or available_cores()), strict=True):
+    results = _check_all(pairs, cfg.workers or available_cores(), cfg.pixel_limit)
+    for pair, result in zip(pairs, results, strict=True):
         problems += [Problem(sev, kind, pair.generator, pair.split, path, text, pair.id)
                      for sev, kind, path, text in result["problems"]]
         rows.append({"generator": pair.generator, "split": pair.split, "id": pair.id, "image": pair.image,
@@ -374,10 +517,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="JSON metrics to write")
     args = parser.parse_args(argv)
     try:
+        start("params.yaml", [args.out, args.problems, args.metrics])
         cfg = load_section(IndexParams, "index")
         run(args.root, args.out, args.problems, args.metrics, cfg)
     except (ValueError, OSError) as e:  # IndexDataError, ImageReadError and ParamsError are ValueErrors
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("index: interrupted; nothing was written, rerun the stage") from None
 
 
 if __name__ == "__main__":

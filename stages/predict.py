@@ -6,52 +6,111 @@ For each IMAGE it writes DIR/<stem>.prob.png, the fake probability as a grey map
 input's own size (255 = surely fake), and DIR/<stem>.overlay.png, the input with the
 pixels above the threshold tinted red. Any size and mode (RGB, RGBA, L, palette, 16-bit)
 is accepted: the image is converted to RGB and resized to the model's training size,
-and the map is resized back. A file that cannot be read gets one error line naming it;
-the other images are still processed, and the exit status is 1.
+and the map is resized back. Photos are read upright: an EXIF orientation (phone
+photos) is applied, and said, so the maps match the photo as viewers show it.
+
+Every error is one line naming the file. An image that cannot be read, or whose header
+declares more than --max-pixels pixels (refused before decoding), is skipped: the other
+images are still processed, and the exit status is 1. A bad model file, an --out that
+cannot be written or a bad option stops before any image.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from localize.atomic import atomic_file
-from localize.imageio import ImageReadError, load_rgb, resize_image
+from localize.imageio import MAX_PIXELS, ImageReadError, check_max_pixels, load_upright_rgb, resize_image
 from localize.inference import predict_probs
+from localize.metrics import check_threshold as check_probability
 from localize.plots import overlay
 from localize.runtime import setup_threads
 from localize.saved_model import load_model
 
 
-def predict_image(model, size: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB image, fake probability in [0, 1]) at the image's own size."""
-    rgb = np.asarray(load_rgb(path))
+def check_threshold(threshold: float) -> None:
+    """The rule of evaluate.threshold, for --threshold."""
+    try:
+        check_probability(threshold)
+    except ValueError as e:
+        raise ValueError(f"--threshold {threshold}: {e} (as evaluate.threshold)") from None
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a folder this process writes in, without creating anything."""
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"--out {out}: a broken symlink, not a folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, so no folder can be made there")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
+
+
+def predict_image(model, size: int, path: Path,
+                  max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(upright RGB image, fake probability in [0, 1]) at the image's own size, and the EXIF turn applied."""
+    rgb, turn = load_upright_rgb(path, max_pixels)
     h, w = rgb.shape[:2]
     small = resize_image(rgb, size, size)
     prob = predict_probs(model, small[None])[0]
-    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0)
+    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0), turn
 
 
-def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5) -> list[str]:
-    """Predict every image; return the error lines of those that failed."""
+def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, threshold: float) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)  # made on the first result: a run that writes nothing leaves nothing
+    grey = np.round(prob * 255).astype(np.uint8)
+    for suffix, arr in ((".prob.png", grey), (".overlay.png", overlay(rgb, prob > threshold))):
+        with atomic_file(out_dir / f"{path.stem}{suffix}") as tmp:
+            Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5,
+        max_pixels: int = MAX_PIXELS) -> list[str]:
+    """Predict every image; return the error lines of those that failed.
+
+    The options, --out and the model are checked first: ValueError (or FileNotFoundError
+    for a missing model) before any image is read.
+    """
+    check_threshold(threshold)
+    check_max_pixels(max_pixels, "--max-pixels")
+    check_out(out_dir)
     model, saved = load_model(model_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
     errors = []
     for path in images:
         try:
-            rgb, prob = predict_image(model, saved.size, path)
+            rgb, prob, turn = predict_image(model, saved.size, path, max_pixels)
         except ImageReadError as e:
             errors.append(f"error: {e}")
             continue
-        grey = np.round(prob * 255).astype(np.uint8)
-        for suffix, arr in ((".prob.png", grey), (".overlay.png", overlay(rgb, prob > threshold))):
-            with atomic_file(out_dir / f"{path.stem}{suffix}") as tmp:
-                Image.fromarray(arr).save(tmp, format="PNG")
-        print(f"{path}: {100 * (prob > threshold).mean():.1f}% of pixels predicted fake")
+        except MemoryError:
+            errors.append(f"error: {path}: not enough memory to process it; try a smaller copy of the image")
+            continue
+        except Exception as e:  # anything else this one image brings about: named, and the next image runs
+            errors.append(f"error: {path}: cannot be processed ({type(e).__name__}: {str(e).strip()[:200]})"
+                          .replace("\n", " "))
+            continue
+        try:
+            _write(out_dir, path, rgb, prob, threshold)
+        except OSError as e:
+            errors.append(f"error: {out_dir / path.stem}.*.png: cannot write the maps of {path} "
+                          f"({e.strerror or e})")
+            continue
+        upright = f" (EXIF orientation applied: {turn}; the maps are upright, as viewers show it)" if turn else ""
+        print(f"{path}: {100 * (prob > threshold).mean():.1f}% of pixels predicted fake{upright}")
     return errors
 
 
@@ -59,14 +118,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="a models/<split>.pt file")
     ap.add_argument("--out", type=Path, required=True, help="folder for the maps and overlays")
-    ap.add_argument("--threshold", type=float, default=0.5, help="for the overlay (Dolos uses 0.5)")
+    ap.add_argument("--threshold", type=float, default=0.5, help="for the overlay, in (0, 1) (Dolos uses 0.5)")
+    ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                    help=f"refuse images of more pixels than this, before decoding (default {MAX_PIXELS:,})")
     ap.add_argument("images", type=Path, nargs="+")
     args = ap.parse_args(argv)
-    setup_threads(None)
     try:
-        errors = run(args.model, args.out, args.images, args.threshold)
+        setup_threads(None)
+        errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        print("predict: interrupted; the maps written so far are complete", file=sys.stderr)
+        raise SystemExit(130) from None
     for line in errors:
         print(line, file=sys.stderr)
     if errors:

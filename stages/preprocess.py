@@ -7,6 +7,11 @@ Writes under --out (see localize.prepared for the reader):
     <generator>/<split>/masks.npy          uint8 N x S x S, 1 = fake (zeros for real faces)
     <generator>/<split>/ids.txt            one id per line, in array order
 
+Every file is read through localize.imageio's bounded readers, at the size the index
+recorded: a file whose header declares another size (it changed since indexing) is
+refused before it is decoded. Images keep their stored orientation (EXIF is ignored):
+that is the orientation the masks were drawn on.
+
 Images shrink with area averaging (bilinear when enlarging). Masks are binarized first
 (fake where channel 0 != 255, as Dolos' loader does) and then resized with nearest
 neighbour, so they stay 0/1.
@@ -34,9 +39,11 @@ from tqdm import tqdm
 
 from localize.atomic import atomic_dir
 from localize.config import load_section
-from localize.imageio import ImageReadError, load_fake_mask, load_rgb, resize_image, resize_mask
-from localize.index_csv import read_index
+from localize.imageio import ImageReadError, ImageSizeError, load_fake_mask, load_rgb, resize_image, resize_mask
+from localize.index_csv import read_index, unstorable
 from localize.layout import REAL, SPLITS
+from localize.preflight import start
+from localize.prepared import MAX_SIZE
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
@@ -47,8 +54,8 @@ class PreprocessParams:
     workers: int = 0  # decoding processes; 0 = every core this process may use
 
     def validate(self) -> None:
-        if not 1 <= self.size <= 4096:
-            raise ValueError(f"size = {self.size}: must be between 1 and 4096 pixels")
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size = {self.size}: must be between 1 and {MAX_SIZE} pixels")
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 
@@ -69,19 +76,22 @@ def prepare_pair(task: tuple[str, str, int, int, int]) -> tuple[np.ndarray, np.n
     """Decode one image (and mask) fully, check the size against the index, resize to size x size.
 
     Returns (uint8 S x S x 3, uint8 S x S with 1 = fake), or None for the mask of a real face.
-    Raises ImageReadError naming the file when it cannot be decoded or no longer matches the index.
+    Raises ImageReadError naming the file when it cannot be decoded or no longer matches the index;
+    the size is checked on the headers, so nothing larger than the indexed size is ever decoded.
     """
     image, mask, width, height, size = task
-    rgb = load_rgb(image)
-    h, w = rgb.shape[:2]
-    if (w, h) != (width, height):
-        raise ImageReadError(image, f"is {w}x{h} but the index says {width}x{height}: rerun the index stage")
+    try:
+        rgb = load_rgb(image, max_pixels=width * height, expected=(width, height))
+    except ImageSizeError as e:
+        raise ImageReadError(image, f"is {e.size[0]}x{e.size[1]} but the index says {width}x{height}: "
+                                    "rerun the index stage") from None
     out_image = np.ascontiguousarray(resize_image(rgb, size, size))
     if not mask:
         return out_image, None
-    fake = load_fake_mask(mask)
-    if fake.shape != (h, w):
-        raise ImageReadError(mask, f"mask is {fake.shape[1]}x{fake.shape[0]} but its image is {w}x{h}")
+    try:
+        fake = load_fake_mask(mask, max_pixels=width * height, expected=(width, height))
+    except ImageSizeError as e:
+        raise ImageReadError(mask, f"mask is {e.size[0]}x{e.size[1]} but its image is {width}x{height}") from None
     # Binarize at full size, then nearest: the mask stays exactly 0/1 at every size.
     return out_image, np.ascontiguousarray(resize_mask(fake.astype(np.uint8), size, size))
 
@@ -128,6 +138,12 @@ def _check_index(index: Any, path: Path) -> None:
                              f"expected {', '.join(SPLITS)}")
     if (index["generator"] == "").any() or (index["id"] == "").any():
         raise IndexFileError(f"{path}: rows with an empty generator or id")
+    # ids.txt holds one id per line and generators name folders: neither may hold a line break.
+    for column in ("generator", "id"):
+        broken = index[column].map(unstorable)
+        if broken.any():
+            raise IndexFileError(f"{path}: {column} {index[column][broken].iloc[0]!r} holds a line break or "
+                                 "another control character; rerun the index stage, which refuses such names")
     dup = index.duplicated(["generator", "split", "id"])
     if dup.any():
         row = index[dup].iloc[0]
@@ -186,10 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder to write the arrays and manifest.json into")
     args = parser.parse_args(argv)
     try:
+        start("params.yaml", [args.index, args.out])
         cfg = load_section(PreprocessParams, "preprocess")
         run(args.index, args.out, cfg)
     except (ValueError, OSError) as e:  # ImageReadError, IndexFileError and ParamsError are ValueErrors
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("preprocess: interrupted; nothing was written, rerun the stage") from None
 
 
 if __name__ == "__main__":

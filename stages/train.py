@@ -34,12 +34,13 @@ from localize.config import ParamsError, load_section
 from localize.layout import REAL
 from localize.models import ModelParams
 from localize.plots import training_curves
+from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
 from localize.splits import resolve_source
 from localize.torchrun import SINGLE, Ranks
-from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, fit, run_key
+from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
 
 
 def data_fingerprint(prepared: Prepared) -> str:
@@ -87,6 +88,10 @@ def _epoch_logger(live, split: str):
 def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> dict[str, list[str]]:
     """The splits to train, once every setting is known to fit the data and the process count."""
     splits = resolve_source(tp.source, prepared.generators)
+    untrainable = [s for s, gens in splits.items() if not any(prepared.has(g, "train") for g in gens)]
+    if untrainable:  # refused here, not after the splits before them have trained
+        raise ValueError(f"train.source={tp.source}: {', '.join(untrainable)} cannot train, none of its "
+                         "generators has train images; choose another train.source or add a train split")
     if mp.arch == "unet-seed" and prepared.size % 4:
         # Two max-pools and two x2 upsamplings: other sizes cannot be concatenated back.
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if ranks.parallel:
         torchrun.die_with_parent(signal.SIGKILL)  # never outlive torchrun
     try:
+        start(args.params, [args.prepared, args.models, args.live, args.curves, args.checkpoints])
         tp = load_section(TrainParams, "train", args.params)
         mp = load_section(ModelParams, "model", args.params)
         if tp.procs > 1 and not ranks.parallel:
@@ -256,6 +262,19 @@ def main(argv: list[str] | None = None) -> None:
     except (ParamsError, ValueError, FileNotFoundError, NonFiniteLoss, RuntimeError) as e:
         where = "" if ranks.main else f" (rank {ranks.rank})"
         raise SystemExit(f"error{where}: {e}") from None
+    except KeyboardInterrupt:
+        # One line, not tracebacks (torchrun's processes stay quiet: the one that started them speaks).
+        # Where a rerun picks up: the newest checkpoint, unless a split finished after it.
+        hint = "rerun to resume"
+        with contextlib.suppress(Exception):
+            newest = max((p for p in args.checkpoints.glob("*.pt") if not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime)
+            if not newest.name.endswith(".done.pt"):
+                epoch = checkpoint_epoch(newest)
+                hint = f"rerun to resume {newest.name.rsplit('-', 1)[0]} from epoch {epoch + 1}"
+        if not ranks.parallel:
+            print(f"interrupted; {hint}", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

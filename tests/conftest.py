@@ -1,14 +1,22 @@
-"""Shared fixtures: tiny prepared datasets with a learnable signal."""
+"""Shared fixtures: tiny prepared datasets with a learnable signal; crafted files and measured runs."""
 
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from localize.layout import REAL
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_prepared(root: Path, generators=("alpha", "beta"), size=16, counts=None, seed=0) -> Path:
@@ -46,3 +54,54 @@ def make_prepared(root: Path, generators=("alpha", "beta"), size=16, counts=None
 @pytest.fixture
 def prepared(tmp_path) -> Path:
     return make_prepared(tmp_path / "prepared")
+
+
+def png_declaring(path: Path, width: int, height: int, colour: int = 2) -> Path:
+    """A PNG whose header declares width x height, in a few KB: every CRC right and an IEND, but
+    only a little pixel data. Refused from its header, it never costs its declared size; a reader
+    that decoded it would allocate that size before finding the data short."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(4096)))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+# Runs `python -m <module> args...` and, at exit, writes the process's own peak resident size
+# (VmHWM, which starts afresh at exec) and its children's (worker pools) to $PEAK_FILE. The
+# exec'ing process's own rusage would not do: Linux carries the parent's peak across fork and
+# exec into the child's ru_maxrss, so a child of a big test process would look big.
+_PEAK_WRAPPER = """
+import atexit, os, re, resource, runpy, sys
+def _report():
+    own = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ["PEAK_FILE"], "w") as f:
+        f.write(str(max(own, children)))
+atexit.register(_report)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def run_measured(args: list[str], cwd: Path, timeout: float = 300) -> tuple[int, str, str, float]:
+    """Run `python -m module ...` with the repository importable; (exit status, stdout, stderr, peak RSS in MB).
+
+    The peak is the largest resident size of that process or of any child it waited for (worker
+    pools), measured from inside, so nothing this test session ran counts.
+    """
+    assert args[1] == "-m", "run_measured runs `python -m module ...`"
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        peak_file = Path(tmp) / "peak"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "PEAK_FILE": str(peak_file)}
+        proc = subprocess.run([args[0], "-c", _PEAK_WRAPPER, *args[2:]], cwd=cwd, env=env, stdout=out,
+                              stderr=err, timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read().decode(), err.read().decode(), int(peak_file.read_text()) / 1024
+
+
+PYTHON = sys.executable

@@ -1,10 +1,17 @@
-"""Outputs appear whole or not at all."""
+"""Outputs appear whole or not at all, with the umask's permissions; stale temporaries do not stay."""
 
 from __future__ import annotations
 
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from localize.atomic import atomic_dir, atomic_file
+from localize.atomic import atomic_dir, atomic_file, remove_stale
 
 
 def test_a_failed_write_keeps_the_old_output_and_leaves_no_temporary(tmp_path):
@@ -34,3 +41,62 @@ def test_temporaries_left_by_a_hard_kill_are_removed_on_the_next_write(tmp_path)
     with atomic_file(tmp_path / "m.json") as tmp:
         tmp.write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-keep", "m.json", "models"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_outputs_get_the_umask_permissions(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_file(tmp_path / "m.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_dir(tmp_path / "models") as tmp:
+            (tmp / "a.pt").write_text("a")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")  # what any file the user writes gets
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "models").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "models" / "a.pt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_live_writer_keeps_its_temporary_and_a_killed_one_loses_it(tmp_path):
+    """Stale temporaries are removed by remove_stale; the temporary of a writer still running is locked."""
+    data = tmp_path / "data"
+    data.mkdir()
+    # A writer killed mid-stage (SIGKILL: no cleanup), as a DVC run that was killed leaves it.
+    script = ("import sys, time; from localize.atomic import atomic_dir\n"
+              "with atomic_dir(sys.argv[1]) as tmp:\n"
+              "    (tmp / 'half.npy').write_bytes(b'x'); print(tmp, flush=True); time.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(data / "prepared")], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        alive = Path(proc.stdout.readline().strip())
+        assert alive.name.startswith(".prepared.tmp-")
+        assert remove_stale([data]) == [] and alive.exists()  # still running: locked, untouched
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert alive.exists()  # what a kill leaves behind
+    with atomic_dir(data / "index") as mine:
+        assert remove_stale([data]) == [alive]  # another output's writer (this one) is alive: kept
+        assert mine.exists()
+    assert sorted(p.name for p in data.iterdir()) == ["index"]
+
+
+def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, monkeypatch):
+    """DVC can restore data/prepared from its run cache without running preprocess, so the temporary
+    a killed preprocess left in data/ is cleared by the next stage that runs (any of them)."""
+    from localize.preflight import start
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("evaluate:\n  threshold: 0.5\n")
+    stale = tmp_path / "data" / ".prepared.tmp-abc123"
+    stale.mkdir(parents=True)
+    (stale / "images.npy").write_bytes(b"half")
+    (tmp_path / "data" / ".index.csv.tmp-x.csv").write_text("half")
+    (tmp_path / "data" / "keep.tmp-not-ours").write_text("x")
+    start("params.yaml", ["data/prepared", "models"])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["keep.tmp-not-ours"]

@@ -9,13 +9,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PYTHON, png_declaring, run_measured
 from PIL import Image
 
 from localize.config import ParamsError, parse_section
-from localize.imageio import ImageReadError, check_image
+from localize.imageio import (
+    MAX_PIXELS,
+    ImageReadError,
+    ImageTooLargeError,
+    check_image,
+    load_mask_channel0,
+    load_rgb,
+    load_upright_rgb,
+)
+from localize.index_csv import printable
 from localize.layout import REAL
 from stages import index as index_stage
-from stages.index import IndexDataError, IndexParams
+from stages import preprocess as preprocess_stage
+from stages.index import DataParams, IndexDataError, IndexParams
 
 DOLOS_FOLDERS = ("repaint-p2-9k", "lama", "ldm", "pluralistic")
 SHORT = {"repaint-p2-9k": "repaint", "lama": "lama", "ldm": "ldm", "pluralistic": "pluralistic"}
@@ -233,8 +244,37 @@ def break_duplicate_id(root: Path) -> tuple[Path, int]:
     return path, 1
 
 
+def break_broken_symlink_image(root: Path) -> tuple[Path, int]:
+    path = root / "fake/lama/images/test/00006.png"  # its mask stays: one problem, not an orphan too
+    path.unlink()
+    path.symlink_to(root / "elsewhere" / "00006.png")
+    return path, 1
+
+
+def break_broken_symlink_real(root: Path) -> tuple[Path, int]:
+    path = root / "real/valid/00004.png"
+    path.unlink()
+    path.symlink_to("gone.png")
+    return path, 1
+
+
+def break_symlink_loop(root: Path) -> tuple[Path, int]:
+    path = root / "fake/ldm/images/train/00003.png"
+    path.unlink()
+    path.symlink_to("00003.png")  # itself
+    return path, 1
+
+
+def break_newline_in_name(root: Path) -> tuple[Path, int]:
+    for kind in ("images", "masks"):
+        path = root / f"fake/pluralistic/{kind}/valid/00005.png"
+        path.rename(path.with_name("000\n05.png"))
+    return Path(printable(str(root / "fake/pluralistic/images/valid/000\n05.png"))), 1  # as the report shows it
+
+
 BAD_CASES = [break_truncated_image, break_garbage_mask, break_truncated_real, break_image_without_mask,
-             break_mask_without_image, break_size_mismatch, break_empty_split, break_duplicate_id]
+             break_mask_without_image, break_size_mismatch, break_empty_split, break_duplicate_id,
+             break_broken_symlink_image, break_broken_symlink_real, break_symlink_loop, break_newline_in_name]
 
 
 @pytest.fixture
@@ -385,3 +425,154 @@ def test_png_check_reads_modes_like_pillow_and_catches_damage(tmp_path):
         with pytest.raises(ImageReadError, match=words) as info:
             check_image(tmp_path / name)
         assert info.value.path == str(tmp_path / name)
+
+
+# ---- symlinks, file names, bounded decoding ----
+
+
+def test_a_broken_symlink_is_its_own_problem_and_nothing_else(tree, tmp_path):
+    bad, _ = break_broken_symlink_image(tree)
+    real, _ = break_broken_symlink_real(tree)
+    (tree / "real/train/notes.txt").symlink_to("nowhere.txt")  # not an image name: a note
+    out = tmp_path / "out"
+    with pytest.raises(IndexDataError):
+        run_index(tree, out)
+    report = problems(out)
+    errors = report[report["severity"] == "error"]
+    assert set(errors["kind"]) == {"broken-symlink"}  # no "mask without an image", no "not an image file"
+    rows = errors.set_index("path")
+    assert rows.loc[str(bad), "problem"] == f"broken symlink → {tree / 'elsewhere' / '00006.png'} (no such file)"
+    assert rows.loc[str(real), "problem"].startswith("broken symlink → gone.png")
+    note = report[report["path"] == str(tree / "real/train/notes.txt")]
+    assert list(note["severity"]) == ["note"] and "broken symlink → nowhere.txt" in note["problem"].iloc[0]
+
+
+def test_a_symlink_loop_is_a_row_and_skip_carries_on(tree, tmp_path):
+    loop, _ = break_symlink_loop(tree)
+    split = tree / "real/test"
+    for f in split.iterdir():
+        f.unlink()
+    split.rmdir()
+    split.symlink_to("test")  # a folder that is a loop
+    out = tmp_path / "out"
+    index = run_index(tree, out, on_error="skip")
+    report = problems(out)
+    loops = report[report["kind"] == "symlink-loop"]
+    assert set(loops["path"]) == {str(loop), str(split)} and (loops["severity"] == "error").all()
+    assert "never reaches a file" in loops["problem"].iloc[0]
+    assert len(index) == 35 - 1 - 2  # the looped image, and real/test's two faces
+    with pytest.raises(IndexDataError, match="symlink-loop"):
+        run_index(tree, tmp_path / "fail")
+    assert (tmp_path / "fail" / "problems.csv").exists()
+
+
+def test_names_that_cannot_be_stored_one_per_line_are_refused(tree, tmp_path):
+    names = {"000\n05": "pluralistic", "a\u2028b": "lama", "tab\there": "ldm"}
+    for stem, folder in names.items():
+        for kind in ("images", "masks"):
+            Image.open(tree / f"fake/{folder}/{kind}/valid/00005.png").save(
+                tree / f"fake/{folder}/{kind}/valid/{stem}.png")
+    raw = os.fsencode(tree / "real/valid") + b"/bad\xff.png"  # bytes that are not UTF-8
+    Path(os.fsdecode(raw)).write_bytes((tree / "real/valid/00004.png").read_bytes())
+    out = tmp_path / "out"
+    with pytest.raises(IndexDataError) as info:
+        run_index(tree, out)
+    message = str(info.value).splitlines()
+    assert len(message) == 3 and message[1].startswith("  bad-name: 7 (")  # paths shown escaped, on one line
+    report = problems(out)
+    bad = report[report["kind"] == "bad-name"]
+    assert len(bad) == 7 and "rename the file" in bad["problem"].iloc[0]
+    assert {str(tree / "real/valid/bad\\xff.png"), str(tree / "fake/pluralistic/images/valid/000\\n05.png"),
+            str(tree / "fake/lama/masks/valid/a\\u2028b.png")} <= set(bad["path"])
+    assert not (report["kind"].isin(["missing-mask", "missing-image"])).any()
+    assert all("\n" not in line for line in (out / "problems.csv").read_text().splitlines(keepends=False)[1:]
+               if line)  # one row per line
+    # Skip: dropped, and what preprocess writes has one id per line, one line per row.
+    run_index(tree, out, on_error="skip")
+    preprocess_stage.run(out / "index.csv", tmp_path / "prepared", preprocess_stage.PreprocessParams(size=8))
+    for ids in (tmp_path / "prepared").rglob("ids.txt"):
+        n = int(np.load(ids.parent / "masks.npy", mmap_mode="r").shape[0])
+        assert len(ids.read_text().splitlines()) == n and ids.read_text().count("\n") == n
+
+
+def test_the_problems_report_is_written_when_the_root_is_unusable(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(IndexDataError, match="not found"):
+        run_index(tmp_path / "nowhere", out)
+    report = problems(out)
+    assert list(report["kind"]) == ["layout"] and "not found" in report["problem"].iloc[0]
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(IndexDataError, match="broken symlink"):
+        run_index(tmp_path / "link", out)
+
+
+def test_pixel_limit_param(tree, tmp_path):
+    assert IndexParams().pixel_limit == MAX_PIXELS
+    for bad in (0, -5, 10**12, True, 1.5):
+        with pytest.raises(ParamsError, match="max_pixels"):
+            parse_section(IndexParams, {"max_pixels": bad}, "index")
+    out = tmp_path / "out"
+    with pytest.raises(IndexDataError, match="too-large: 63"):  # 35 images, 28 masks of 24 x 24 = 576 pixels
+        index_stage.run(tree, out / "index.csv", out / "problems.csv", out / "data.json",
+                        IndexParams(max_pixels=575, workers=1))
+    assert "the limit is 575" in problems(out)["problem"].iloc[0]
+    index = index_stage.run(tree, out / "index.csv", out / "problems.csv", out / "data.json",
+                            IndexParams(max_pixels=576, workers=1))
+    assert len(index) == 35
+
+
+def test_every_reader_checks_the_header_before_decoding(tree, monkeypatch):
+    import cv2
+    from PIL import ImageFile
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded before the header check")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decode)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    image, mask = tree / "fake/lama/images/train/00001.png", tree / "fake/lama/masks/train/00001.png"
+    for read, path in ((check_image, image), (load_rgb, image), (load_upright_rgb, image),
+                       (load_mask_channel0, mask)):
+        with pytest.raises(ImageTooLargeError, match=r"24x24 = 576 pixels; the limit is 100"):
+            read(path, max_pixels=100)
+    huge = png_declaring(tree.parent / "huge.png", 30000, 30000)
+    assert huge.stat().st_size < 10_000
+    for read in (check_image, load_rgb, load_upright_rgb, load_mask_channel0):
+        with pytest.raises(ImageTooLargeError, match="too large"):
+            read(huge)
+
+
+def test_huge_declared_files_are_refused_cheaply_and_without_tracebacks(tmp_path):
+    """A 30000² mask of a small image, and a 20000² image with its 20000² mask, among good pairs."""
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2, "test": 1}, p2=False)
+    png_declaring(root / "fake/lama/masks/train/00001.png", 30000, 30000, colour=0)
+    png_declaring(root / "fake/lama/images/train/00002.png", 20000, 20000)
+    png_declaring(root / "fake/lama/masks/train/00002.png", 20000, 20000)
+    png_declaring(root / "real/test/00003.png", 30000, 30000)
+    args = [PYTHON, "-m", "stages.index", "--root", str(root), "--out", "index.csv", "--problems", "problems.csv",
+            "--metrics", "data.json"]
+    for on_error in ("skip", "fail"):
+        (tmp_path / "params.yaml").write_text(f"index:\n  on_error: {on_error}\n  workers: 2\n")
+        status, _, err, peak = run_measured(args, tmp_path)
+        assert "Traceback" not in err
+        assert peak < 500, f"peak RSS {peak:.0f} MB"
+        report = pd.read_csv(tmp_path / "problems.csv", dtype=str, keep_default_na=False).set_index("path")
+        mask = report.loc[str(root / "fake/lama/masks/train/00001.png")]
+        assert (mask["kind"], mask["problem"]) == ("size-mismatch", "mask is 30000x30000 but its image is 24x24")
+        for path in ("fake/lama/images/train/00002.png", "fake/lama/masks/train/00002.png", "real/test/00003.png"):
+            assert report.loc[str(root / path), "kind"] == "too-large"
+        if on_error == "skip":
+            assert status == 0
+            index = pd.read_csv(tmp_path / "index.csv", dtype=str, keep_default_na=False)
+            assert list(zip(index["generator"], index["id"])) == [("lama", "00003"), (REAL, "00001"),
+                                                                  (REAL, "00002")]
+        else:
+            assert status == 1 and "\nerror: index: 4 problem(s)" in err
+
+
+def test_data_root_param_is_checked():
+    assert parse_section(DataParams, {"root": "/data/my dolos/celebahq"}, "data").root == "/data/my dolos/celebahq"
+    for bad in ("", 'a"b', "$HOME/x", "a\nb"):
+        with pytest.raises(ParamsError, match="root"):
+            parse_section(DataParams, {"root": bad}, "data")

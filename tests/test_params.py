@@ -1,8 +1,10 @@
 """Params are validated on load, with errors that list what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
-from localize.config import ParamsError, load_section, parse_section
+from localize.config import ParamsError, load_section, parse_section, read_params
 from localize.splits import resolve_source, training_splits
 from localize.training import TrainParams
 
@@ -46,3 +48,31 @@ def test_splits_come_from_the_data():
 def test_unknown_source_lists_valid_names():
     with pytest.raises(ValueError, match=r"valid values: table, lama, ldm, no-lama, no-ldm, all"):
         resolve_source("nonsense", ["lama", "ldm"])
+
+
+def test_every_section_of_params_yaml_has_a_check():
+    from localize.preflight import SECTIONS
+
+    assert set(SECTIONS) == set(read_params(Path(__file__).resolve().parents[1] / "params.yaml"))
+
+
+@pytest.mark.parametrize("stage", ["demo", "index", "preprocess", "train", "evaluate"])
+def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, monkeypatch):
+    """evaluate.threshold = 2 stops the first stage that runs, not evaluate after training."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\nevaluate:\n  threshold: 2\n")
+    args = {
+        "demo": ["--out", "data/demo", "--sheet", "sheet.png"],
+        "index": ["--root", "nowhere", "--out", "data/index.csv", "--problems", "data/p.csv", "--metrics", "m.json"],
+        "preprocess": ["--index", "data/index.csv", "--out", "data/prepared"],
+        "train": ["--prepared", "data/prepared", "--models", "models", "--live", "live", "--curves", "c.png",
+                  "--checkpoints", "ckpt"],
+        "evaluate": ["--prepared", "data/prepared", "--models", "models", *[
+            x for k in ("iou", "scores", "summary", "table", "heatmap", "overlays") for x in (f"--{k}", f"{k}.out")]],
+    }[stage]
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"stages.{stage}").main(args)
+    assert str(info.value) == "error: params 'evaluate': threshold must be in (0, 1), got 2.0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing started

@@ -1,13 +1,23 @@
-"""Predict on any image: odd modes and sizes, and a broken file among good ones."""
+"""Predict on any image: odd modes and sizes, broken and huge files among good ones, bad models,
+unusable options, EXIF orientation; every error one line, never a traceback."""
 
 from __future__ import annotations
 
+import copy
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
-from PIL import Image
+import torch
+from conftest import PYTHON, png_declaring, run_measured
+from PIL import Image, ImageOps
 
 from localize.config import parse_section
+from localize.imageio import MAX_PIXELS, check_image, load_rgb, load_upright_rgb
 from localize.models import ModelParams
+from localize.saved_model import load_model
 from localize.training import TrainParams
 from stages import predict, train
 
@@ -64,3 +74,134 @@ def test_a_model_file_that_is_not_a_model(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(SystemExit, match="model.pt: not a model saved by the train stage"):
         predict.main(["--model", str(bad), "--out", str(tmp_path / "out"), str(bad)])
+
+
+def test_a_huge_image_is_refused_from_its_header_and_the_next_one_is_predicted(model_path, tmp_path):
+    """A 20000² PNG of a few KB: named in one line, never decoded (peak RSS), and the good image after it runs."""
+    huge = png_declaring(tmp_path / "huge.png", 20000, 20000)
+    good = write(tmp_path / "good.png", "RGB", (32, 24))
+    status, out, err, peak = run_measured([PYTHON, "-m", "stages.predict", "--model", str(model_path), "--out",
+                                           str(tmp_path / "out"), str(huge), str(good)], tmp_path)
+    assert status == 1
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [f"error: {huge}: image too large to decode safely (20000x20000 = "
+                                        f"400,000,000 pixels; the limit is {MAX_PIXELS:,})"]
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    assert out.startswith(f"{good}: ") and (tmp_path / "out" / "good.prob.png").exists()
+    assert not (tmp_path / "out" / "huge.prob.png").exists()
+    # The limit is an option: lower it and the good image is refused the same way.
+    with pytest.raises(SystemExit):
+        predict.main(["--model", str(model_path), "--out", str(tmp_path / "o2"), "--max-pixels", "100", str(good)])
+
+
+class RunsCode:
+    def __reduce__(self):
+        return os.system, (f"touch {MARKER}",)
+
+
+MARKER = Path(tempfile.gettempdir()) / "predict-test-pickle-ran"
+
+
+def _bad_models(saved: dict, folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words of the reason) for every way a .pt can be wrong."""
+    def variant(name: str, change, words: str) -> None:
+        data = copy.deepcopy(saved)
+        data = change(data) or data
+        torch.save(data, folder / f"{name}.pt")
+        cases[name] = (folder / f"{name}.pt", words)
+
+    cases: dict[str, tuple[Path, str]] = {}
+    other = train_module_model(ModelParams(width=8))
+    variant("empty_state", lambda d: d.update(state_dict={}), "'state_dict' holds no weights")
+    variant("other_width", lambda d: d.update(state_dict=other.state_dict()), "do not fit a unet-seed of width 4")
+    variant("unknown_key", lambda d: d["model"].update(depth=3), "bad model settings: 'model': unknown key(s) depth")
+    variant("no_size", lambda d: d.pop("size") and None, "no 'size' entry")
+    variant("size_zero", lambda d: d.update(size=0), "'size' is 0")
+    variant("size_text", lambda d: d.update(size="16"), "'size' is '16'")
+    variant("size_bool", lambda d: d.update(size=True), "'size' is True")
+    variant("size_unusable", lambda d: d.update(size=6), "cannot run at its size 6")
+    variant("not_tensors", lambda d: d.update(state_dict={"w": 1}), "not named tensors")
+    variant("model_text", lambda d: d.update(model="unet"), "'model' is a str")
+    variant("a_list", lambda d: [1, 2], "holds a list")
+    variant("runs_code", lambda d: {"model": RunsCode()}, "(posix.system), which loading could run as code; refused")
+    good = (folder / "empty_state.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(good[: len(good) // 2])
+    cases["truncated"] = (folder / "truncated.pt", "truncated, or not a file torch saved: ")
+    (folder / "zero.pt").write_bytes(b"")
+    cases["zero"] = (folder / "zero.pt", "empty file (0 bytes)")
+    (folder / "folder.pt").mkdir()
+    cases["folder"] = (folder / "folder.pt", "it is a folder")
+    return cases
+
+
+def train_module_model(mp: ModelParams):
+    from localize.models import build_model
+
+    return build_model(mp)
+
+
+def test_every_bad_model_file_is_not_a_model_saved_by_the_train_stage(model_path, tmp_path, capsys):
+    MARKER.unlink(missing_ok=True)
+    saved = torch.load(model_path, weights_only=False)
+    good = write(tmp_path / "good.png", "RGB", (16, 16))
+    for name, (bad, words) in _bad_models(saved, tmp_path).items():
+        with pytest.raises(ValueError) as info:
+            load_model(bad)
+        message = str(info.value)
+        assert message.startswith(f"{bad}: not a model saved by the train stage ("), name
+        assert words in message and "\n" not in message, (name, message)
+        with pytest.raises(SystemExit) as stop:
+            predict.main(["--model", str(bad), "--out", str(tmp_path / "out"), str(good)])
+        assert str(stop.value) == f"error: {message}"
+        assert not (tmp_path / "out").exists(), name  # nothing made before the model was known good
+    assert not MARKER.exists(), "loading ran the pickle's code"
+    assert capsys.readouterr().err == ""
+
+
+def test_an_unusable_out_is_named_before_any_work(model_path, tmp_path):
+    good = write(tmp_path / "good.png", "RGB", (16, 16))
+    not_a_model = tmp_path / "bad.pt"
+    not_a_model.write_bytes(b"x")
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anywhere: use a folder even root cannot write in
+        read_only = Path("/sys")
+    cases = {a_file: "exists and is not a folder", a_file / "sub": "is a file, so no folder can be made there",
+             read_only / "out": f"cannot write in {read_only}"}
+    for out, words in cases.items():
+        for model in (model_path, not_a_model):  # the folder is checked first, before the model is read
+            with pytest.raises(SystemExit) as stop:
+                predict.main(["--model", str(model), "--out", str(out), str(good)])
+            assert str(stop.value).startswith(f"error: --out {out}: ") and words in str(stop.value)
+    assert not (read_only / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["5", "nan", "-1", "0", "1", "inf"])
+def test_threshold_is_checked_like_evaluates(model_path, tmp_path, value):
+    good = write(tmp_path / "good.png", "RGB", (16, 16))
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--model", str(model_path), "--out", str(tmp_path / "out"), "--threshold", value, str(good)])
+    assert str(stop.value).startswith(f"error: --threshold {float(value)}: threshold must be in (0, 1)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_exif_orientation_is_applied_and_said(model_path, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 256, (20, 40, 3), dtype=np.uint8))  # 40 wide, 20 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90° clockwise: 20 wide, 40 high
+    photo = tmp_path / "phone.jpg"
+    stored.save(photo, exif=exif, quality=95)
+    assert predict.run(model_path, tmp_path / "out", [photo]) == []
+    assert Image.open(tmp_path / "out" / "phone.prob.png").size == (20, 40)
+    assert Image.open(tmp_path / "out" / "phone.overlay.png").size == (20, 40)
+    assert "EXIF orientation applied: turned 90° clockwise" in capsys.readouterr().out
+    upright, turn = load_upright_rgb(photo)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(photo)).convert("RGB"))
+    assert turn == "turned 90° clockwise" and np.array_equal(upright, expected)
+    # The data stages keep the stored orientation: the one masks are drawn on.
+    assert load_rgb(photo).shape == (20, 40, 3)
+    assert (check_image(photo).width, check_image(photo).height) == (40, 20)

@@ -277,3 +277,30 @@ def test_opencv_fast_path_matches_pillow(tmp_path):
     transparent = np.asarray(palette) == 0
     assert transparent.any() and (load_rgb(tmp_path / "p_trns.png")[transparent] == 255).all()
     assert (load_rgb(tmp_path / "grey16.png") == 40000 >> 8).all()
+
+
+def test_an_id_with_a_line_break_is_refused(tmp_path):
+    """ids.txt holds one id per line: an index edited by hand with such an id is refused, nothing written."""
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2}, real=False, p2=False)
+    csv = tmp_path / "index.csv"
+    index_stage.run(root, csv, tmp_path / "p.csv", tmp_path / "d.json", IndexParams(workers=1))
+    frame = read_index(csv)
+    frame.loc[0, "id"] = "000\n01"
+    frame.to_csv(csv, index=False)
+    with pytest.raises(preprocess.IndexFileError, match=r"id '000\\n01' holds a line break"):
+        preprocess.run(csv, tmp_path / "out", PreprocessParams())
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_grown_since_indexing_is_refused_from_its_header(tmp_path):
+    """The indexed size bounds every decode in preprocess: a file now declaring 30000² is never decoded."""
+    from conftest import png_declaring
+
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2}, real=False, p2=False)
+    csv = tmp_path / "index.csv"
+    index_stage.run(root, csv, tmp_path / "p.csv", tmp_path / "d.json", IndexParams(workers=1))
+    png_declaring(root / "fake/lama/masks/train/00002.png", 30000, 30000, colour=0)
+    with pytest.raises(ImageReadError, match=r"00002.png: mask is 30000x30000 but its image is 24x24"):
+        preprocess.run(csv, tmp_path / "out", PreprocessParams(workers=1))

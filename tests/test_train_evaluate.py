@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +214,39 @@ def test_selection_scores_valid_fakes_and_valid_real_faces(prepared):
     progress.record({"epoch": 1, "valid_iou": 0.6, "valid_real_clean": 0.2, "valid_score": 0.4}, model, False)
     progress.record({"epoch": 2, "valid_iou": 0.5, "valid_real_clean": 0.9, "valid_score": 0.7}, model, True)
     assert progress.best_epoch == 2
+
+
+def test_a_split_without_train_images_is_refused_before_any_split_trains(prepared, tmp_path):
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    manifest["splits"]["beta"] = {"test": manifest["splits"]["beta"]["test"]}  # a generator with a test split only
+    (prepared / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"train.source=table: beta, no-alpha cannot train, none of its generators "
+                                         r"has train images"):
+        run_train(prepared, tmp_path, source="table")
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "models").exists()
+    run_train(prepared, tmp_path, source="alpha", epochs=1)  # the splits that can train still do
+
+
+def test_ctrl_c_prints_one_line_saying_where_a_rerun_resumes(prepared, tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "model:\n  width: 4\ntrain:\n  source: alpha\n  epochs: 10000\n  steps_per_epoch: 5\n  batch_size: 4\n"
+        "  precision: fp32\n  threads: 1\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "stages.train", "--prepared", str(prepared), "--models", "models", "--live", "live",
+           "--curves", "curves.png", "--checkpoints", "ckpt"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "ckpt").glob("alpha-*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    epoch = training.checkpoint_epoch(next((tmp_path / "ckpt").glob("alpha-*.pt")))
+    assert last == f"interrupted; rerun to resume alpha from epoch {epoch + 1}"
+    assert not (tmp_path / "models").exists()
