@@ -122,15 +122,12 @@ def test_queued_experiments_run_in_parallel_workers(table):
     finally:
         dvc(project, "queue", "stop")  # a worker otherwise stays alive
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
-    splits = sorted(
-        split
-        for rev in shown
-        for exp in rev.get("experiments") or []
-        for run in exp["revs"]
-        for split in run["data"]["metrics"]["metrics/iou.json"]["data"]
-    )
-    assert splits == ["poisson", "telea"]
-    assert len(iou(project)) == 8, "queued runs leave the workspace alone"
+    runs = [run["data"] for rev in shown for exp in rev.get("experiments") or [] for run in exp["revs"]]
+    assert sorted(r["params"]["params.yaml"]["data"]["train"]["source"] for r in runs) == ["poisson", "telea"]
+    for r in runs:  # each experiment's headline: its one in-domain cell, with an interval
+        head = r["metrics"]["metrics/summary.json"]["data"]["in_domain"]
+        assert head["low"] <= head["iou"] <= head["high"]
+    assert len(iou(project)) == 2 * len(DEMO_GENERATORS), "queued runs leave the workspace alone"
 
 
 def test_remote_shares_data_and_models_without_retraining(table, tmp_path):
@@ -141,7 +138,7 @@ def test_remote_shares_data_and_models_without_retraining(table, tmp_path):
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
     dvc(clone, "pull")
-    assert len(list((clone / "models").glob("*.pt"))) == 8
+    assert len(list((clone / "models").glob("*.pt"))) == 2 * len(DEMO_GENERATORS)
     assert iou(clone) == iou(project)
     assert "Data and pipelines are up to date" in dvc(clone, "repro").stdout
 
