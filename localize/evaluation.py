@@ -55,9 +55,7 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
         out.real_flagged = binarize(real_probs, threshold).reshape(len(real_probs), -1).mean(1)
         real_scores = image_scores(real_probs, detection)
-    for gen in prepared.generators:
-        if not prepared.has(gen, "test"):
-            continue
+    for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):

@@ -128,8 +128,10 @@ def detailed_scores(r: Results) -> dict:
     return out
 
 
-def headline(r: Results) -> dict:
-    """summary.json, the one DVC metrics file: what `dvc metrics show` and `dvc exp show` print."""
+def headline(r: Results, detailed: dict) -> dict:
+    """summary.json, the one DVC metrics file: what `dvc metrics show` and `dvc exp show` print.
+
+    `detailed` is `detailed_scores(r)`, whose real-face records it averages."""
     ious, gens = r.ious(), r.generators
     cells = {"in_domain": in_domain_cells(ious), "held_out": held_out_cells(ious, gens)}
     priors = {"in_domain": in_domain_cells(r.priors), "held_out": held_out_cells(r.priors, gens)}
@@ -138,12 +140,10 @@ def headline(r: Results) -> dict:
         low, high = r.boot.interval(chosen)
         out[name] = {"iou": _finite(mean_of(chosen)), "low": _finite(low), "high": _finite(high),
                      "prior": _finite(mean_of(priors[name]))}
-    reals = [real_faces(r, split) for split in r.scores]
-    out["real_faces"] = {
-        "clean": _finite(float(np.mean([x["clean"] for x in reals]))) if reals[0]["clean"] is not None else None,
-        "fake_area": _finite(float(np.mean([x["fake_area"] for x in reals]))) if reals[0]["clean"] is not None
-        else None,
-    }
+    reals = [detailed[split][REAL] for split in r.scores]
+    has_reals = reals[0]["clean"] is not None
+    out["real_faces"] = {key: _finite(float(np.mean([x[key] for x in reals]))) if has_reals else None
+                         for key in ("clean", "fake_area")}
     out["baselines"] = {name: _finite(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["runtime"] = runtime_record(r.models)
     return out
@@ -163,7 +163,8 @@ def _cell(value: float, ci: tuple[float, float] | None = None) -> str:
     return f"{100 * value:.1f}" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
 
 
-def markdown_table(r: Results) -> str:
+def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
+    """table.md, rendered from what `detailed_scores` and `headline` computed."""
     gens = r.generators
     header = "| trained on | " + " | ".join(gens) + " | mean | real faces clean | prior, same generators |"
     lines = [header, "|---" * (len(gens) + 4) + "|"]
@@ -173,7 +174,7 @@ def markdown_table(r: Results) -> str:
             cell = _cell(float(s.ious[g].mean()), r.boot.interval([(g, s.ious[g])])) if g in s.ious else "–"
             # In-domain cells in bold, held-out (generalization) cells in italics.
             cells.append(f"**{cell}**" if g == split else f"*{cell}*" if held_out(split, gens) == g else cell)
-        real = real_faces(r, split)
+        real = detailed[split][REAL]
         clean = "–" if real["clean"] is None else _cell(real["clean"], tuple(real["clean_ci"]))
         own = [g for g in r.models[split].train_generators if g in r.priors[split]]
         prior_own = np.mean([r.priors[split][g].mean() for g in own]) if own else math.nan
@@ -186,8 +187,7 @@ def markdown_table(r: Results) -> str:
         cells = [_cell(float(row[g].mean())) if g in row else "–" for g in gens]
         lines.append(f"| _baseline: {name}_ | " + " | ".join(cells) + f" | {_cell(_mean_row(row)['mean'])} | "
                      f"{real_clean[name]} | |")
-    notes = [_headline_note(name.replace("_", "-"), part) for name, part in headline(r).items()
-             if name in ("in_domain", "held_out")]
+    notes = [_headline_note(name.replace("_", "-"), summary[name]) for name in ("in_domain", "held_out")]
     return "\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes) + ".\n"
 
 
@@ -249,10 +249,12 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
     prepared, r = score_all(prepared_dir, models_dir, ep)
     table = iou_table(r)
     write_json(out["iou"], {s: {g: _finite(v) for g, v in row.items()} for s, row in table.items()})
-    write_json(out["scores"], detailed_scores(r))
-    write_json(out["summary"], headline(r))
+    detailed = detailed_scores(r)
+    summary = headline(r, detailed)
+    write_json(out["scores"], detailed)
+    write_json(out["summary"], summary)
     with atomic_file(out["table"]) as tmp:
-        tmp.write_text(markdown_table(r))
+        tmp.write_text(markdown_table(r, detailed, summary))
     out["heatmap"].parent.mkdir(parents=True, exist_ok=True)
     heatmap(table, [*r.generators, "mean"], out["heatmap"], f"IoU x100, test split, {prepared.size}px")
     write_overlays(r, prepared, out["overlays"], ep.threshold)

@@ -27,14 +27,11 @@ def read_at(rev: str, path: str) -> str:
     return proc.stdout
 
 
-def resolve(name: str) -> str:
-    """An experiment name (`dvc exp ls`) or any Git revision -> a commit."""
+def experiment_commits() -> dict[str, str]:
+    """Experiment name -> its commit, for every experiment `dvc exp show` lists (one call for all)."""
     proc = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], capture_output=True, text=True)
-    for base in json.loads(proc.stdout or "[]"):
-        for exp in base.get("experiments") or []:
-            if exp.get("name") == name and exp.get("revs"):
-                return exp["revs"][0]["rev"]
-    return name
+    return {exp["name"]: exp["revs"][0]["rev"] for base in json.loads(proc.stdout or "[]")
+            for exp in base.get("experiments") or [] if exp.get("name") and exp.get("revs")}
 
 
 def spread(runs: dict[str, dict]) -> dict:
@@ -78,9 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("experiments", nargs="+", help="experiment names or Git revisions")
     args = ap.parse_args(argv)
-    runs = {}
+    runs, commits = {}, experiment_commits()
     for name in args.experiments:
-        rev = resolve(name)
+        rev = commits.get(name, name)  # an experiment name, or any Git revision
         runs[name] = {"iou": json.loads(read_at(rev, "metrics/iou.json")),
                       "summary": json.loads(read_at(rev, "metrics/summary.json")),
                       "seed": yaml.safe_load(read_at(rev, "params.yaml"))["train"]["seed"]}
