@@ -58,6 +58,12 @@ class TrainParams:
     # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
     # training generators' fingerprints. 0 trains on the generators' fakes alone.
     synthetic: float = 0.0
+    # Share of each batch made of plain real training faces with empty masks: without them
+    # nothing in training says that an untouched face has no fake pixel.
+    real: float = 0.0
+    # Learning rate over the run: constant, or a cosine decay from train.lr to 0 after a
+    # short linear warm-up (a function of the step alone, so resume needs no extra state).
+    schedule: str = choice("constant", "cosine", default="constant")
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
@@ -76,8 +82,12 @@ class TrainParams:
             raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.synthetic < 1:
-            raise ValueError(f"synthetic must be in [0, 1), got {self.synthetic}")
+        for name in ("synthetic", "real"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.synthetic + self.real >= 1:
+            raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
+                             f"got {self.synthetic} + {self.real}")
 
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
@@ -90,7 +100,7 @@ class SplitData:
     train: Pairs  # the training generators' train fakes
     valid: Pairs  # their valid fakes: best-epoch selection ...
     real_valid: Pairs = ()  # ... together with the valid real faces, which should stay unflagged
-    real_train: Pairs = ()  # real training faces, the material of self-blended fakes
+    real_train: Pairs = ()  # real training faces: batch members (train.real) and self-blends' material
 
 
 @dataclass
@@ -145,6 +155,17 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def learning_rate(tp: TrainParams, step: int, total: int) -> float:
+    """The rate for global step `step` (0-based) of `total`. Cosine: a linear warm-up over the
+    first 5% of steps (Adam's early updates are noisy at the full rate), then a half cosine to 0."""
+    if tp.schedule == "constant":
+        return tp.lr
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return tp.lr * (step + 1) / warmup
+    return tp.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
 def batch_slice(batch_size: int, group: Ranks) -> tuple[int, int]:
     """This rank's positions [lo, hi) in every global batch; the ranks' slices must be equal,
     so that DDP's average of their gradients is the gradient of the global batch's loss."""
@@ -159,17 +180,19 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
                   device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch's global batches, as one process trains on them: (x, y), each `tp.batch_size` long.
 
-    A batch is the generators' fakes, then self-blended fakes made from real faces, then random
-    flips of the whole. Everything depends only on (train.seed, split, epoch) and the data,
-    so every rank builds the same batches.
+    A batch is the generators' fakes, then self-blended fakes made from real faces, then plain
+    real faces with empty masks, then random flips of the whole. Everything depends only on
+    (train.seed, split, epoch) and the data, so every rank builds the same batches.
     """
     seed = _epoch_seed(tp.seed, split, epoch)
     rng = np.random.default_rng(seed)
     flips = torch.Generator().manual_seed(seed)  # flips and self-blends, in draw order
-    n_synthetic = round(tp.batch_size * tp.synthetic)
-    n_fake = tp.batch_size - n_synthetic
+    n_synthetic, n_real = round(tp.batch_size * tp.synthetic), round(tp.batch_size * tp.real)
+    n_fake = tp.batch_size - n_synthetic - n_real
     order = epoch_indices(len(fakes), steps * n_fake, rng)
     real_order = epoch_indices(len(reals), steps * n_synthetic, rng) if n_synthetic else None
+    # Drawn last, so that train.real = 0 leaves every other draw as it was.
+    plain_order = epoch_indices(len(reals), steps * n_real, rng) if n_real else None
     for step in range(steps):
         xs, ys = [], []
         if n_fake:
@@ -181,6 +204,10 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
             x_syn, y_syn = self_blend(to_input(real, device), flips)
             xs.append(x_syn)
             ys.append(y_syn)
+        if n_real:
+            real, empty = reals.gather(plain_order[step * n_real : (step + 1) * n_real])
+            xs.append(to_input(real, device))
+            ys.append(to_target(empty, device))
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
         y = torch.cat(ys) if len(ys) > 1 else ys[0]
         if tp.augment == "flip":
@@ -253,8 +280,10 @@ def checkpoint_epoch(path: Path) -> int:
 def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) -> None:
     if len(fakes) == 0:
         raise ValueError(f"split {split!r}: no training images")
-    if round(tp.batch_size * tp.synthetic) and len(reals) == 0:
-        raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
+    for name in ("synthetic", "real"):
+        if round(tp.batch_size * getattr(tp, name)) and len(reals) == 0:
+            raise ValueError(f"split {split!r}: train.{name} = {getattr(tp, name)} needs real training faces "
+                             "(real/train)")
 
 
 def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime, group: Ranks = SINGLE,
@@ -302,6 +331,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")
+            for group_ in optimizer.param_groups:
+                group_["lr"] = learning_rate(tp, (epoch - 1) * steps + step, tp.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -145,7 +145,8 @@ class Trainer:
             train=[prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")],
             valid=[prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")],
             real_valid=[prepared.arrays(REAL, "valid")] if prepared.has(REAL, "valid") else [],
-            real_train=[prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else [],
+            real_train=[prepared.arrays(REAL, "train")] if (tp.synthetic or tp.real) and prepared.has(REAL, "train")
+            else [],
         )
         on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
         weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from torch import nn
 
 from localize.config import choice
+from localize.models.unet_hp import HighPassUNet
 from localize.models.unet_res import ResUNet
 from localize.models.unet_seed import SeedUNet
 
-ARCHS = ("unet-seed", "unet-res-srm", "unet-res")
+ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ModelParams:
 def build_model(p: ModelParams) -> nn.Module:
     if p.arch == "unet-seed":
         return SeedUNet(p.width, p.dropout)
+    if p.arch == "unet-hp":
+        return HighPassUNet(p.width, p.dropout)
     if p.arch == "unet-res-srm":
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":
