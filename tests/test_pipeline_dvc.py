@@ -183,7 +183,7 @@ def test_weak_patch_forensics_runs_end_to_end(table):
                "-S", "train.source=telea")
     assert "Stage 'preprocess' didn't change, skipping" in proc.stdout
     assert list(iou(project)) == ["telea"]
-    assert sorted(iou(project)["telea"]) == [*DEMO_GENERATORS, "mean"]
+    assert set(iou(project)["telea"]) == {*DEMO_GENERATORS, "mean"}
     summary = json.loads((project / "metrics" / "summary.json").read_text())
     assert 0.0 <= summary["in_domain"]["iou"] <= 1.0
 
