@@ -36,8 +36,9 @@ from localize.config import choice
 from localize.inference import iter_probs_with_masks
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
-from localize.models import ModelParams, build_model
+from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.runtime import Runtime, autocast
+from localize.supervision import SUPERVISIONS, check_weak_data, training_loss, weak_batches, weak_validate
 from localize.synthetic import self_blend
 from localize.torchrun import SINGLE, Ranks
 
@@ -64,6 +65,8 @@ class TrainParams:
     # Learning rate over the run: constant, or a cosine decay from train.lr to 0 after a
     # short linear warm-up (a function of the step alone, so resume needs no extra state).
     schedule: str = choice("constant", "cosine", default="constant")
+    # full: the masks; weak: image labels only (real 0, fake 1), masks never read (localize/supervision.py).
+    supervision: str = choice(*SUPERVISIONS, default="full")
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
@@ -88,6 +91,10 @@ class TrainParams:
         if self.synthetic + self.real >= 1:
             raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
                              f"got {self.synthetic} + {self.real}")
+        if self.supervision == "weak" and (self.synthetic or self.real):
+            raise ValueError(f"synthetic = {self.synthetic} and real = {self.real} need supervision full "
+                             "(weak batches are half real faces already, and self-blended fakes are "
+                             "mask-supervised); with supervision weak use synthetic 0 and real 0")
 
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
@@ -284,6 +291,30 @@ def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) 
         if round(tp.batch_size * getattr(tp, name)) and len(reals) == 0:
             raise ValueError(f"split {split!r}: train.{name} = {getattr(tp, name)} needs real training faces "
                              "(real/train)")
+    if tp.supervision == "weak":
+        check_weak_data(split, reals)
+
+
+def train_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: str, epoch: int, steps: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, targets): masks under full supervision, image labels under weak."""
+    if tp.supervision == "weak":
+        return weak_batches(fakes, reals, tp.batch_size, tp.augment == "flip", _epoch_seed(tp.seed, split, epoch),
+                            steps, device)
+    return epoch_batches(fakes, reals, tp, split, epoch, steps, device)
+
+
+def select_scores(model: torch.nn.Module, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime,
+                  ranks: Ranks) -> dict[str, float]:
+    """The epoch's valid row: image-level under weak supervision (no mask is read), else `validate`."""
+    if tp.supervision == "weak":
+        return weak_validate(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
+    return validate(model, data, rt, tp.batch_size, ranks)
+
+
+def epoch_line(split: str, row: dict[str, float]) -> str:
+    values = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+    return f"[{split}] epoch {row['epoch']}: {values}"
 
 
 def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime, group: Ranks = SINGLE,
@@ -310,7 +341,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
     if group.parallel:
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    loss_fn = LOSSES[tp.loss]
+    loss_fn = training_loss(mp.arch, tp.supervision, tp.loss)
+    forward = {"grid": True} if mp.arch in PATCH_ARCHS else {}  # a patch model learns on its patch map
     steps = tp.steps_per_epoch or math.ceil(len(fakes) / tp.batch_size)
 
     for epoch in range(progress.epoch + 1, tp.epochs + 1):
@@ -319,9 +351,9 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
         total = 0.0
         bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (verbose and group.main))
-        for step, (x, y) in zip(bar, epoch_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
+        for step, (x, y) in zip(bar, train_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
             with autocast(rt.device, rt.precision):
-                logits = trained(x[lo:hi])
+                logits = trained(x[lo:hi], **forward)
             # Equal slices: the mean of the ranks' mean losses is the global batch's loss, and
             # DDP's gradient average is its gradient.
             loss = loss_fn(logits, y[lo:hi])
@@ -331,8 +363,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")
-            for group_ in optimizer.param_groups:
-                group_["lr"] = learning_rate(tp, (epoch - 1) * steps + step, tp.epochs * steps)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = learning_rate(tp, (epoch - 1) * steps + step, tp.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -343,11 +375,10 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        row = {"epoch": epoch, "train_loss": total / steps, **validate(model, data, rt, tp.batch_size, group)}
+        row = {"epoch": epoch, "train_loss": total / steps, **select_scores(model, data, mp, tp, rt, group)}
         progress.record(row, model, last_epoch=epoch == tp.epochs)
         if group.main:
-            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {row['valid_iou']:.4f}  "
-                       f"real clean {row['valid_real_clean']:.3f}  score {row['valid_score']:.4f}")
+            tqdm.write(epoch_line(split, row))
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:

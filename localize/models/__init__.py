@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from localize.config import choice
+from localize.models.patches import PatchForensics
 from localize.models.unet_hp import HighPassUNet
 from localize.models.unet_res import ResUNet
 from localize.models.unet_seed import SeedUNet
 
-ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res")
+ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
+# Architectures trained on their own patch map (Patch Forensics): forward(x, grid=True) returns it.
+PATCH_ARCHS = ("patches",)
 
 
 @dataclass(frozen=True)
@@ -36,4 +39,6 @@ def build_model(p: ModelParams) -> nn.Module:
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":
         return ResUNet(p.width, dropout=p.dropout, srm=False)
+    if p.arch == "patches":  # Chai et al.'s fixed widths and no dropout: model.width and model.dropout do not apply
+        return PatchForensics()
     raise ValueError(f"unknown model.arch {p.arch!r}; choose one of: {', '.join(ARCHS)}")
