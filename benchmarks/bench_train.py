@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py overhead [--quick]   # train_overhead=
     python benchmarks/bench_train.py naive [--quick]      # naive_speedup=, naive_loader_speedup=
     python benchmarks/bench_train.py rss [--quick]        # peak_rss_mb=
+    python benchmarks/bench_train.py archs [--quick]      # <arch>_images_per_s=
 
 Each prints its figures, and on its last line `key=value` pairs. Timings are medians of
 repeated runs, because the machines these run on are often shared. Everything is written
@@ -604,6 +605,38 @@ def run_phase(args: argparse.Namespace) -> None:
             pass
 
 
+# ---------------------------------------------------------------- archs
+
+
+def bench_archs(args: argparse.Namespace) -> None:
+    """Training images/s of each architecture on the same in-memory batches, and the ratio to
+    unet-seed. Rounds alternate between the models, so a busy neighbour slows them all alike."""
+    device, precision, threads = runtime(args.precision)
+    loss_fn = LOSSES["dice"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=g).mul(2).sub(1)
+    x = x.to(device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(args.batch, 1, args.size, args.size, generator=g) > 0.8).float().to(device)
+    models = {arch: new_model(ModelParams(arch=arch, width=args.width), 1e-3, device) for arch in args.archs}
+    times: dict[str, list[float]] = {arch: [] for arch in args.archs}
+    for round_ in range(args.repeats + 1):
+        for arch, (model, optimizer) in models.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                train_step(model, optimizer, loss_fn, x, y, device, precision)
+            sync(device)
+            if round_:  # the first round warms up
+                times[arch].append(args.steps * args.batch / (time.perf_counter() - start))
+    print(f"{device.type}, {precision}, {threads} threads, {args.size}px, batch {args.batch}, width {args.width}")
+    base = median(times[args.archs[0]])
+    for arch in args.archs:
+        params = sum(p.numel() for p in models[arch][0].parameters())
+        print(f"{arch:>14}: {median(times[arch]):7.1f} images/s  ({median(times[arch]) / base:.2f}x "
+              f"{args.archs[0]})  {params / 1e6:.2f} M parameters")
+    last_line(**{f"{arch}_images_per_s": median(times[arch]) for arch in args.archs})
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -654,6 +687,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-compare-small", dest="compare_small", action="store_false")
     p.set_defaults(run=bench_rss, quick_overrides={"images": 400, "size": 64, "steps": 2, "valid_images": 16,
                                                    "small_images": 64})
+
+    p = sub.add_parser("archs", help="training images/s per architecture, against the first")
+    common(p)
+    p.add_argument("--archs", nargs="+", default=["unet-seed", "unet-hp", "unet-res-srm", "patches"])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (plus one warm-up)")
+    p.set_defaults(run=bench_archs, quick_overrides={"steps": 1, "repeats": 1, "size": 32})
 
     p = sub.add_parser("rss-phases", help="attribute the peak: import, train step, validation, alone")
     common(p)

@@ -1,0 +1,76 @@
+"""Run a reference recipe and keep its results beside its overrides.
+
+    python -m stages.reference metrics/reference/<name>
+
+`<name>/overrides` holds the recipe: one `key=value` a line (`#` starts a comment), each
+passed to `dvc exp run -S`. The experiment runs in the workspace, like any `dvc exp run`;
+then its results (RESULTS) are copied into `<name>/`, so the README's tables can cite them.
+A rerun of the same overrides on the same data gives the same metrics (seeds come from
+params). `--collect` copies the workspace's current results without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+from pathlib import Path
+
+from localize.atomic import atomic_dir
+
+# What a reference run keeps: metrics, the table, the heatmap, overlays and curves.
+RESULTS = ("metrics/summary.json", "metrics/iou.json", "metrics/scores.json", "metrics/table.md",
+           "plots/evaluate/iou_heatmap.png", "plots/evaluate/overlays", "plots/train/curves.png")
+
+
+def read_overrides(path: Path) -> list[str]:
+    """`key=value` lines, in order; a clear error names the file and the line otherwise."""
+    overrides = []
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip() or not value.strip() or " " in key.strip():
+            raise ValueError(f"{path}:{number}: {raw!r} is not `key=value`")
+        overrides.append(f"{key.strip()}={value.strip()}")
+    return overrides
+
+
+def collect(folder: Path, workspace: Path = Path(".")) -> None:
+    """Copy the workspace's results into `folder`, beside its overrides (all or nothing)."""
+    missing = [r for r in RESULTS if not (workspace / r).exists()]
+    if missing:
+        raise FileNotFoundError(f"no results to collect: {', '.join(missing)} missing; run the pipeline first")
+    with atomic_dir(folder / "results") as tmp:
+        for result in RESULTS:
+            source, target = workspace / result, tmp / Path(result).name
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copy2(source, target)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="metrics/reference/<name>, holding `overrides`")
+    ap.add_argument("--collect", action="store_true", help="only copy the workspace's results")
+    args = ap.parse_args(argv)
+    try:
+        overrides = read_overrides(args.folder / "overrides")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if not args.collect:
+        command = ["dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]]
+        print("running:", " ".join(command), flush=True)
+        if subprocess.run(command).returncode:
+            raise SystemExit(f"error: {' '.join(command)} failed; nothing collected")
+    try:
+        collect(args.folder)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"results of {' '.join(overrides)} in {args.folder / 'results'}")
+
+
+if __name__ == "__main__":
+    main()
