@@ -241,11 +241,11 @@ def run(index_path: Path, prepared_dir: Path, models_dir: Path, out: dict[str, P
     began = time.monotonic()
     prepared = Prepared(prepared_dir)
     model_files = chosen_models(models_dir, prepared, rp.models)
-    setup_threads(None)
     # The system's temp dir, never data/prepared: the perturbed copies are gone when this returns.
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         sets = build_perturbed(index_path, prepared, rp, Path(tmp))
         decoded = time.monotonic() - began
+        setup_threads(None)  # after the worker processes: inference then takes every core
         detail = score_sweep(sets, model_files, rp)
     seconds = time.monotonic() - began
     write_json(out["detail"], {"seconds": {"total": round(seconds, 1), "decode_and_perturb": round(decoded, 1)},
