@@ -213,7 +213,7 @@ def test_train_degrade_applies_to_fakes_and_reals_and_is_deterministic(prepared,
     assert [len(c) for c in calls[4:8]] == [6, 2, 6, 2]
     real_rows = np.asarray(p.arrays("real", "train")[0]).reshape(len(reals), -1)
     assert any((real_rows == c.reshape(1, -1)).all(1).any() for c in calls[5])  # real faces go through it
-    for (x0, y0), (x1, y1), (x2, y2) in zip(plain, degraded, again):
+    for (x0, y0), (x1, y1), (x2, _) in zip(plain, degraded, again):
         torch.testing.assert_close(x1, x2)
         torch.testing.assert_close(y0, y1)  # masks untouched
         assert not torch.equal(x0[:6], x1[:6])  # fakes degraded
