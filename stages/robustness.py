@@ -64,7 +64,9 @@ class RobustnessParams:
     # `single`: the models trained on one generator (the in-domain rows, the cheap default);
     # `all`: every model; or a list of split names.
     models: str | list[str] = "single"
-    max_images: int | None = None  # per test set, the first ones by id; null = all
+    # Per test set, the first ones by id; null = all. A cap keeps the default sweep within minutes
+    # on a CPU: inference, not decoding, is its cost (benchmarks/bench_robustness.py).
+    max_images: int | None = 100
     threshold: float = 0.5
     batch_size: int = 64
     detection_score: str = choice("max", "mean", default="max")
