@@ -188,3 +188,15 @@ def test_a_sweep_change_reruns_only_the_robustness_stage(table):
     headline = json.loads((project / "metrics" / "robustness.json").read_text())
     assert list(headline["mean_iou"]) == ["clean", "jpeg-75", "noise-5"]
     assert sorted(p.name for p in (project / "plots" / "robustness").iterdir()) == ["jpeg.png", "noise.png"]
+
+
+def test_exp_run_scores_the_models_on_another_root(table):
+    project = table
+    make_tree(project / "other" / "celebahq", folders=("telea", "poisson"), counts={"test": 3}, p2=False)
+    proc = dvc(project, "exp", "run", "-S", "evaluate.also=[other/celebahq]")
+    assert "Stage 'train' didn't change, skipping" in proc.stdout
+    result = json.loads((project / "metrics" / "cross_root.json").read_text())["other/celebahq"]
+    assert result["generators"] == ["poisson", "telea"]
+    assert result["missing"] == ["biharmonic-jpeg", "navier-stokes", "patchmatch"]
+    assert len(result["models"]) == 2 * len(DEMO_GENERATORS)
+    assert "Missing from this root (not scored): biharmonic-jpeg" in (project / "metrics" / "cross_root.md").read_text()
