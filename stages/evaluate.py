@@ -13,6 +13,9 @@ training split (its mean training mask, thresholded on valid: localize/prior.py)
 Beside IoU: per-image F1 at 0.5, pixel-level average precision and best-threshold F1,
 image-level detection AUC against the real test faces, and the real-face column: the share
 of real test faces with no pixel flagged, and the mean flagged area.
+
+`evaluate.also` lists other Dolos-layout roots: every model is scored on their test splits
+too (localize/cross_root.py), into metrics/cross_root.json and .md, keyed by root.
 """
 
 from __future__ import annotations
