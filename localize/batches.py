@@ -23,22 +23,25 @@ class ArrayPool:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def gather(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows `indices` of the pooled arrays as in-memory uint8 (B,H,W,3) and (B,H,W)."""
+    def gather(self, indices: np.ndarray, masks: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows `indices` of the pooled arrays as in-memory uint8 (B,H,W,3) and (B,H,W).
+
+        `masks` False reads no mask row at all (weak supervision) and returns None for them.
+        """
         indices = np.asarray(indices)
         order = np.argsort(indices, kind="stable")
         which = np.searchsorted(self.offsets, indices[order], side="right") - 1
-        images, masks = [], []
+        images, rows = [], []
         for k in np.unique(which):
             local = indices[order][which == k] - self.offsets[k]
             imgs, msks = self.pairs[k]
             images.append(imgs[local])
-            masks.append(msks[local])
-        images_arr, masks_arr = np.concatenate(images), np.concatenate(masks)
+            if masks:
+                rows.append(msks[local])
         # Back to the caller's order, so a batch is the same whatever the pool's layout.
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return images_arr[inverse], masks_arr[inverse]
+        return np.concatenate(images)[inverse], np.concatenate(rows)[inverse] if masks else None
 
 
 def to_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.index_csv import read_index
+from localize.inference import with_tta
 from localize.prepared import Prepared
 from localize.saved_model import load_model
 from stages.index import IndexParams
@@ -35,7 +36,7 @@ def prepare_root(root: Path, size: int, tmp: Path) -> Prepared:
 
 
 def score_root(root: Path, model_files: list[Path], home_generators: list[str], size: int, threshold: float,
-               batch_size: int, detection: str, draws: int, seed: int) -> dict:
+               batch_size: int, detection: str, draws: int, seed: int, tta: str = "none") -> dict:
     """{"generators", "missing", "models": {split: score_record}} for one other root."""
     with tempfile.TemporaryDirectory(prefix="cross-root-") as tmp:
         prepared = prepare_root(root, size, Path(tmp))
@@ -44,7 +45,8 @@ def score_root(root: Path, model_files: list[Path], home_generators: list[str], 
         models = {}
         for path in model_files:
             model, saved = load_model(path)
-            models[saved.split] = score_record(score_model(model, prepared, threshold, batch_size, detection), boot)
+            scores = score_model(with_tta(model, tta), prepared, threshold, batch_size, detection)
+            models[saved.split] = score_record(scores, boot)
     print(f"evaluate: {root}: " + "  ".join(f"{s} {100 * r['iou']:.1f}" for s, r in models.items()), file=sys.stderr)
     return {"generators": gens, "missing": [g for g in home_generators if g not in gens], "models": models}
 

@@ -15,6 +15,24 @@ from localize.runtime import autocast
 CPU = torch.device("cpu")
 
 
+class FlipAverage(nn.Module):
+    """Test-time flip averaging: the mean of the logits of an image and of its mirror image
+    (mirrored back). Training flips left-right, so both views are in-distribution; the
+    average cancels some of the noise of either map, at twice the inference cost."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(x.flip(-1)).flip(-1)) / 2
+
+
+def with_tta(model: nn.Module, tta: str) -> nn.Module:
+    """`evaluate.tta`: `none` runs the model as it is, `flip` wraps it in FlipAverage."""
+    return FlipAverage(model) if tta == "flip" else model
+
+
 def iter_probs(
     model: nn.Module,
     images: np.ndarray,

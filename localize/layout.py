@@ -11,6 +11,10 @@ from __future__ import annotations
 
 SPLITS = ("train", "valid", "test")
 REAL = "real"  # the generator name given to untouched faces in the index
+# Dolos' fully generated faces: <root>/fake/p2/<split>/<id>.png (or fake/p2/images/<split>), no masks,
+# since every pixel is generated. Indexed under this name, with an all-fake mask, for weak training
+# only (setup A: real vs fully generated); never a localization test set.
+FULLY_GENERATED = "p2"
 
 # Published Dolos folder -> the short name users type. Any other folder keeps its own
 # name, so the demo's generators (and new ones) need no code change.

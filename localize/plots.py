@@ -31,8 +31,9 @@ def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
     for split, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["train_loss"] for r in rows], label=split)
-        ax_iou.plot(epochs, [r["valid_iou"] for r in rows], label=split)
-        ax_real.plot(epochs, [r["valid_real_clean"] for r in rows], label=split)
+        # Weak supervision selects without masks: its rows have no IoU, drawn as gaps.
+        ax_iou.plot(epochs, [r.get("valid_iou", float("nan")) for r in rows], label=split)
+        ax_real.plot(epochs, [r.get("valid_real_clean", float("nan")) for r in rows], label=split)
     ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
     ax_iou.set(title="valid IoU (training generators' fakes)", xlabel="epoch", ylabel="IoU", ylim=(0, 1))
     ax_real.set(title="valid real faces with no pixel flagged", xlabel="epoch", ylabel="share", ylim=(0, 1))

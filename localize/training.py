@@ -37,8 +37,9 @@ from localize.degrade import degrade_batch
 from localize.inference import iter_probs_with_masks
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
-from localize.models import ModelParams, build_model
+from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.runtime import Runtime, autocast
+from localize.supervision import SUPERVISIONS, check_weak_data, training_loss, weak_batches, weak_validate
 from localize.synthetic import self_blend
 from localize.torchrun import SINGLE, Ranks
 
@@ -59,6 +60,14 @@ class TrainParams:
     # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
     # training generators' fingerprints. 0 trains on the generators' fakes alone.
     synthetic: float = 0.0
+    # Share of each batch made of plain real training faces with empty masks: without them
+    # nothing in training says that an untouched face has no fake pixel.
+    real: float = 0.0
+    # Learning rate over the run: constant, or a cosine decay from train.lr to 0 after a
+    # short linear warm-up (a function of the step alone, so resume needs no extra state).
+    schedule: str = choice("constant", "cosine", default="constant")
+    # full: the masks; weak: image labels only (real 0, fake 1), masks never read (localize/supervision.py).
+    supervision: str = choice(*SUPERVISIONS, default="full")
     # Probability per training image (fakes and real faces) of a resize round trip and a JPEG
     # re-save (localize/degrade.py): robustness to post-processing. 0 leaves batches as they were.
     degrade: float = 0.0
@@ -80,8 +89,16 @@ class TrainParams:
             raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0 <= self.synthetic < 1:
-            raise ValueError(f"synthetic must be in [0, 1), got {self.synthetic}")
+        for name in ("synthetic", "real"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.synthetic + self.real >= 1:
+            raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
+                             f"got {self.synthetic} + {self.real}")
+        if self.supervision == "weak" and (self.synthetic or self.real):
+            raise ValueError(f"synthetic = {self.synthetic} and real = {self.real} need supervision full "
+                             "(weak batches are half real faces already, and self-blended fakes are "
+                             "mask-supervised); with supervision weak use synthetic 0 and real 0")
         if not 0 <= self.degrade <= 1:
             raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
 
@@ -96,7 +113,7 @@ class SplitData:
     train: Pairs  # the training generators' train fakes
     valid: Pairs  # their valid fakes: best-epoch selection ...
     real_valid: Pairs = ()  # ... together with the valid real faces, which should stay unflagged
-    real_train: Pairs = ()  # real training faces, the material of self-blended fakes
+    real_train: Pairs = ()  # real training faces: batch members (train.real) and self-blends' material
 
 
 @dataclass
@@ -151,6 +168,17 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def learning_rate(tp: TrainParams, step: int, total: int) -> float:
+    """The rate for global step `step` (0-based) of `total`. Cosine: a linear warm-up over the
+    first 5% of steps (Adam's early updates are noisy at the full rate), then a half cosine to 0."""
+    if tp.schedule == "constant":
+        return tp.lr
+    warmup = max(1, total // 20)
+    if step < warmup:
+        return tp.lr * (step + 1) / warmup
+    return tp.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
 def batch_slice(batch_size: int, group: Ranks) -> tuple[int, int]:
     """This rank's positions [lo, hi) in every global batch; the ranks' slices must be equal,
     so that DDP's average of their gradients is the gradient of the global batch's loss."""
@@ -165,18 +193,20 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
                   device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch's global batches, as one process trains on them: (x, y), each `tp.batch_size` long.
 
-    A batch is the generators' fakes, then self-blended fakes made from real faces, then random
-    flips of the whole. Everything depends only on (train.seed, split, epoch) and the data,
-    so every rank builds the same batches.
+    A batch is the generators' fakes, then self-blended fakes made from real faces, then plain
+    real faces with empty masks, then random flips of the whole. Everything depends only on
+    (train.seed, split, epoch) and the data, so every rank builds the same batches.
     """
     seed = _epoch_seed(tp.seed, split, epoch)
     rng = np.random.default_rng(seed)
     flips = torch.Generator().manual_seed(seed)  # flips and self-blends, in draw order
     degrades = np.random.default_rng([seed, 1])  # its own stream: degrade 0 changes no other draw
-    n_synthetic = round(tp.batch_size * tp.synthetic)
-    n_fake = tp.batch_size - n_synthetic
+    n_synthetic, n_real = round(tp.batch_size * tp.synthetic), round(tp.batch_size * tp.real)
+    n_fake = tp.batch_size - n_synthetic - n_real
     order = epoch_indices(len(fakes), steps * n_fake, rng)
     real_order = epoch_indices(len(reals), steps * n_synthetic, rng) if n_synthetic else None
+    # Drawn last, so that train.real = 0 leaves every other draw as it was.
+    plain_order = epoch_indices(len(reals), steps * n_real, rng) if n_real else None
     for step in range(steps):
         xs, ys = [], []
         if n_fake:
@@ -190,6 +220,11 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
             x_syn, y_syn = self_blend(to_input(real, device), flips)
             xs.append(x_syn)
             ys.append(y_syn)
+        if n_real:
+            real, empty = reals.gather(plain_order[step * n_real : (step + 1) * n_real])
+            real = degrade_batch(real, tp.degrade, degrades)
+            xs.append(to_input(real, device))
+            ys.append(to_target(empty, device))
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]
         y = torch.cat(ys) if len(ys) > 1 else ys[0]
         if tp.augment == "flip":
@@ -262,8 +297,34 @@ def checkpoint_epoch(path: Path) -> int:
 def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) -> None:
     if len(fakes) == 0:
         raise ValueError(f"split {split!r}: no training images")
-    if round(tp.batch_size * tp.synthetic) and len(reals) == 0:
-        raise ValueError(f"split {split!r}: train.synthetic = {tp.synthetic} needs real training faces (real/train)")
+    for name in ("synthetic", "real"):
+        if round(tp.batch_size * getattr(tp, name)) and len(reals) == 0:
+            raise ValueError(f"split {split!r}: train.{name} = {getattr(tp, name)} needs real training faces "
+                             "(real/train)")
+    if tp.supervision == "weak":
+        check_weak_data(split, reals)
+
+
+def train_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: str, epoch: int, steps: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, targets): masks under full supervision, image labels under weak."""
+    if tp.supervision == "weak":
+        return weak_batches(fakes, reals, tp.batch_size, tp.augment == "flip", _epoch_seed(tp.seed, split, epoch),
+                            steps, device)
+    return epoch_batches(fakes, reals, tp, split, epoch, steps, device)
+
+
+def select_scores(model: torch.nn.Module, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime,
+                  ranks: Ranks) -> dict[str, float]:
+    """The epoch's valid row: image-level under weak supervision (no mask is read), else `validate`."""
+    if tp.supervision == "weak":
+        return weak_validate(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
+    return validate(model, data, rt, tp.batch_size, ranks)
+
+
+def epoch_line(split: str, row: dict[str, float]) -> str:
+    values = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+    return f"[{split}] epoch {row['epoch']}: {values}"
 
 
 def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime, group: Ranks = SINGLE,
@@ -290,7 +351,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
     if group.parallel:
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    loss_fn = LOSSES[tp.loss]
+    loss_fn = training_loss(mp.arch, tp.supervision, tp.loss)
+    forward = {"grid": True} if mp.arch in PATCH_ARCHS else {}  # a patch model learns on its patch map
     steps = tp.steps_per_epoch or math.ceil(len(fakes) / tp.batch_size)
 
     for epoch in range(progress.epoch + 1, tp.epochs + 1):
@@ -299,9 +361,9 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
         total = 0.0
         bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (verbose and group.main))
-        for step, (x, y) in zip(bar, epoch_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
+        for step, (x, y) in zip(bar, train_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
             with autocast(rt.device, rt.precision):
-                logits = trained(x[lo:hi])
+                logits = trained(x[lo:hi], **forward)
             # Equal slices: the mean of the ranks' mean losses is the global batch's loss, and
             # DDP's gradient average is its gradient.
             loss = loss_fn(logits, y[lo:hi])
@@ -311,6 +373,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = learning_rate(tp, (epoch - 1) * steps + step, tp.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -321,11 +385,10 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        row = {"epoch": epoch, "train_loss": total / steps, **validate(model, data, rt, tp.batch_size, group)}
+        row = {"epoch": epoch, "train_loss": total / steps, **select_scores(model, data, mp, tp, rt, group)}
         progress.record(row, model, last_epoch=epoch == tp.epochs)
         if group.main:
-            tqdm.write(f"[{split}] epoch {epoch}: loss {row['train_loss']:.4f}  valid IoU {row['valid_iou']:.4f}  "
-                       f"real clean {row['valid_real_clean']:.3f}  score {row['valid_score']:.4f}")
+            tqdm.write(epoch_line(split, row))
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:

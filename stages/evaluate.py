@@ -43,6 +43,7 @@ from localize.evaluation import (
     test_generators,
     trivial_ious,
 )
+from localize.inference import with_tta
 from localize.layout import REAL
 from localize.metrics import binarize, check_threshold
 from localize.plots import grid, heatmap, overlay
@@ -63,6 +64,8 @@ class EvaluateParams:
     overlay_images: int = 6
     bootstrap: int = 1000  # resamples of the test images behind every 95% interval
     seed: int = 0  # of the bootstrap's resamples
+    # Test-time augmentation: `flip` averages each map with its mirror image's (twice the cost).
+    tta: str = choice("none", "flip", default="none")
     # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
     also: list[str] = field(default_factory=list)
 
@@ -243,8 +246,8 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple
         if saved.size != prepared.size:
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
         models[saved.split] = saved
-        scores[saved.split] = score_model(model, prepared, ep.threshold, ep.batch_size, ep.detection_score,
-                                          keep=ep.overlay_images)
+        scores[saved.split] = score_model(with_tta(model, ep.tta), prepared, ep.threshold, ep.batch_size,
+                                          ep.detection_score, keep=ep.overlay_images)
         ious = scores[saved.split].ious
         print(f"{saved.split:>20}: " + "  ".join(f"{g} {100 * v.mean():.1f}" for g, v in ious.items()))
     priors = {split: prior_ious(prepared, m.train_generators) for split, m in models.items()}
@@ -276,7 +279,7 @@ def write_cross_root(models_dir: Path, generators: list[str], size: int, ep: Eva
     """metrics/cross_root.json and .md: every model on every root of `evaluate.also`, keyed by root."""
     files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
     results = {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
-                                ep.detection_score, ep.bootstrap, ep.seed) for root in ep.also}
+                                ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
     write_json(out["cross_root"], results)
     with atomic_file(out["cross_root_table"]) as tmp:
         tmp.write_text(cross_root_markdown(results))

@@ -4,9 +4,10 @@
     <root>/fake/<folder>/images/<split>/<id>.png
     <root>/fake/<folder>/masks/<split>/<id>.png      0 = fake, 255 = real (RGB or L)
 
-Folders map to the short names users type (localize.layout.generator_name). Folders
-without images/ and masks/ (Dolos' fully generated `p2`) are ignored with a note, and
-any subset (a generator, a split, real/) may be missing.
+Folders map to the short names users type (localize.layout.generator_name). Dolos' fully
+generated `fake/p2` (images, no masks) is indexed as `p2` with no mask, for weak training
+only (setup A); other folders without images/ and masks/ are ignored with a note, and any
+subset (a generator, a split, real/) may be missing.
 
 Checks are cheap but real: each image's header, size and mode, and every PNG chunk's
 CRC (so truncated and damaged files show) without decoding the pixels; masks, flat and
@@ -51,7 +52,7 @@ from localize.imageio import (
     load_mask_channel0,
 )
 from localize.index_csv import INDEX_COLUMNS, printable, unstorable
-from localize.layout import DOLOS_FOLDERS, REAL, SPLITS, generator_name
+from localize.layout import DOLOS_FOLDERS, FULLY_GENERATED, REAL, SPLITS, generator_name
 from localize.preflight import start
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
@@ -223,23 +224,41 @@ def _scan_real(root: Path, problems: list[Problem]) -> list[Pair]:
             problems.append(Problem(NOTE, "missing", REAL, "", str(real),
                                     "no real/ folder: no real faces indexed"))
         return []
+    return _scan_unmasked(real, REAL, problems)
+
+
+def _scan_unmasked(folder: Path, name: str, problems: list[Problem]) -> list[Pair]:
+    """Images without masks, <folder>/<split>/<id>.*: real faces, or fully generated ones."""
     pairs = []
     for split in SPLITS:
-        folder = real / split
-        if not _usable_folder(folder, REAL, split, problems):
-            if _link_problem(folder) is None:
-                problems.append(Problem(NOTE, "missing", REAL, split, str(folder), "split folder not found"))
+        split_dir = folder / split
+        if not _usable_folder(split_dir, name, split, problems):
+            if _link_problem(split_dir) is None:
+                problems.append(Problem(NOTE, "missing", name, split, str(split_dir), "split folder not found"))
             continue
-        listed = _list_split(folder, REAL, split, problems)
+        listed = _list_split(split_dir, name, split, problems)
         if listed is None:
             continue
         files, unusable = listed
         if not files and not unusable:
-            problems.append(Problem(ERROR, "empty-split", REAL, split, str(folder),
+            problems.append(Problem(ERROR, "empty-split", name, split, str(split_dir),
                                     "split folder holds no images"))
-        dup = _duplicates(files, REAL, split, problems)
-        pairs += [Pair(REAL, split, i, files[i][0], "") for i in sorted(files) if i not in dup]
+        dup = _duplicates(files, name, split, problems)
+        pairs += [Pair(name, split, i, files[i][0], "") for i in sorted(files) if i not in dup]
     return pairs
+
+
+def _scan_fully_generated(fake: Path, problems: list[Problem]) -> list[Pair]:
+    """Dolos' fake/p2: fully generated faces, no masks (every pixel is fake), for setup A."""
+    folder = fake / FULLY_GENERATED
+    if _link_problem(folder) is not None or not folder.is_dir():
+        return []
+    if (folder / "images").is_dir():  # the inpainting sets' layout, without masks/
+        folder = folder / "images"
+    problems.append(Problem(NOTE, "fully-generated", FULLY_GENERATED, "", str(fake / FULLY_GENERATED),
+                            "fully generated faces, no masks: indexed as 'p2' for weak training only "
+                            "(train.source=p2 with train.supervision=weak), never a localization test set"))
+    return _scan_unmasked(folder, FULLY_GENERATED, problems)
 
 
 def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
@@ -255,10 +274,12 @@ def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
                                     "not text, so it cannot name a generator: rename the folder"))
         elif not entry.is_dir():
             problems.append(Problem(NOTE, "ignored", "", "", str(entry), "not a generator folder: ignored"))
+        elif entry.name == FULLY_GENERATED:
+            continue  # scanned on its own (_scan_fully_generated): it has no masks
         elif not (entry / "images").is_dir() and not (entry / "masks").is_dir():
             problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
-                                    "no images/ and masks/ subfolders (fully generated, like Dolos' p2): "
-                                    "not used for localization"))
+                                    "no images/ and masks/ subfolders (only fake/p2, Dolos' fully generated faces, "
+                                    "is read without masks): not used for localization"))
         elif generator_name(entry.name) == REAL:
             problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
                                     f"a generator may not be called '{REAL}': ignored"))
@@ -345,7 +366,7 @@ def scan(root: Path, problems: list[Problem]) -> list[Pair]:
     if not folders:
         raise IndexDataError(f"{fake} holds no generator folder with images/ and masks/ "
                              "(e.g. fake/lama/images/train and fake/lama/masks/train)")
-    pairs = _scan_real(root, problems)
+    pairs = _scan_real(root, problems) + _scan_fully_generated(fake, problems)
     for name, folder in folders.items():
         pairs += _scan_fake(name, folder, problems)
     _ids_in_several_splits(pairs, problems)
@@ -464,7 +485,7 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
                      for sev, kind, path, text in result["problems"]]
         rows.append({"generator": pair.generator, "split": pair.split, "id": pair.id, "image": pair.image,
                      "mask": pair.mask, "width": result["width"], "height": result["height"],
-                     "fake_fraction": result["fake_fraction"]})
+                     "fake_fraction": 1.0 if pair.generator == FULLY_GENERATED else result["fake_fraction"]})
 
     errors = [p for p in problems if p.severity == ERROR]
     _write_problems(problems, problems_path)  # written even on failure: it is what the user reads

@@ -4,7 +4,7 @@ Writes under --out (see localize.prepared for the reader):
 
     manifest.json                          {"size": S, "generators": [...], "splits": {name: {split: n}}}
     <generator>/<split>/images.npy         uint8 N x S x S x 3 (RGB; other modes converted, alpha on white)
-    <generator>/<split>/masks.npy          uint8 N x S x S, 1 = fake (zeros for real faces)
+    <generator>/<split>/masks.npy          uint8 N x S x S, 1 = fake (zeros for real faces, ones for p2)
     <generator>/<split>/ids.txt            one id per line, in array order
 
 Every file is read through localize.imageio's bounded readers, at the size the index
@@ -41,7 +41,7 @@ from localize.atomic import atomic_dir
 from localize.config import load_section
 from localize.imageio import ImageReadError, ImageSizeError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.index_csv import read_index, unstorable
-from localize.layout import REAL, SPLITS
+from localize.layout import FULLY_GENERATED, REAL, SPLITS
 from localize.preflight import start
 from localize.prepared import MAX_SIZE
 from localize.process_pool import ordered_map
@@ -129,6 +129,13 @@ def create_npy(path: Path, shape: tuple[int, ...]) -> int:
     return offset
 
 
+def _fill_ones(path: Path) -> None:
+    array = np.load(path, mmap_mode="r+")
+    array[:] = 1
+    array.flush()
+    del array
+
+
 def _check_index(index: Any, path: Path) -> None:
     if index.empty:
         raise IndexFileError(f"{path}: the index lists no images")
@@ -148,7 +155,7 @@ def _check_index(index: Any, path: Path) -> None:
     if dup.any():
         row = index[dup].iloc[0]
         raise IndexFileError(f"{path}: id '{row['id']}' appears twice in {row['generator']}/{row['split']}")
-    no_mask = index[(index["generator"] != REAL) & (index["mask"] == "")]
+    no_mask = index[~index["generator"].isin([REAL, FULLY_GENERATED]) & (index["mask"] == "")]
     if len(no_mask):
         raise IndexFileError(f"{path}: {len(no_mask)} fake image(s) without a mask, "
                              f"e.g. {no_mask['image'].iloc[0]}")
@@ -176,6 +183,8 @@ def run(index_path: str | Path, out: str | Path, cfg: PreprocessParams) -> dict[
             images, masks = folder / "images.npy", folder / "masks.npy"
             images_at = create_npy(images, (n, size, size, 3))
             masks_at = create_npy(masks, (n, size, size))
+            if gen == FULLY_GENERATED:  # no mask files: every pixel of a fully generated face is fake
+                _fill_ones(masks)
             pixels = size * size
             for k, r in enumerate(rows.itertuples(index=False)):
                 tasks.append((r.image, r.mask, int(r.width), int(r.height), size,
@@ -187,7 +196,8 @@ def run(index_path: str | Path, out: str | Path, cfg: PreprocessParams) -> dict[
                 bar.update()
         manifest = {
             "size": size,
-            "generators": sorted(g for g in splits if g != REAL),
+            # Partly inpainted generators only: p2 trains (weakly) but is never a localization test set.
+            "generators": sorted(g for g in splits if g not in (REAL, FULLY_GENERATED)),
             "splits": {g: {s: splits[g][s] for s in SPLITS if s in splits[g]} for g in sorted(splits)},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

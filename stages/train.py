@@ -31,14 +31,15 @@ from tqdm import tqdm
 from localize import torchrun
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
-from localize.layout import REAL
+from localize.layout import FULLY_GENERATED, REAL
 from localize.models import ModelParams
+from localize.models.patches import grid_size
 from localize.plots import training_curves
 from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
-from localize.splits import resolve_source
+from localize.splits import TABLE, resolve_source
 from localize.torchrun import SINGLE, Ranks
 from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
 
@@ -78,16 +79,17 @@ def _epoch_logger(live, split: str):
 
     def log(row: dict) -> None:
         live.step = row["epoch"]
-        live.log_metric(f"{split}/train_loss", row["train_loss"])
-        for name in ("valid_iou", "valid_real_clean", "valid_score"):
-            live.log_metric(f"{split}/{name}", row[name])
+        for name, value in row.items():  # train_loss and the valid scores, which depend on train.supervision
+            if name != "epoch":
+                live.log_metric(f"{split}/{name}", value)
 
     return log
 
 
 def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> dict[str, list[str]]:
     """The splits to train, once every setting is known to fit the data and the process count."""
-    splits = resolve_source(tp.source, prepared.generators)
+    splits = resolve_source(tp.source, prepared.generators, prepared.has(FULLY_GENERATED, "train"))
+    check_supervision(prepared, mp, tp)
     untrainable = [s for s, gens in splits.items() if not any(prepared.has(g, "train") for g in gens)]
     if untrainable:  # refused here, not after the splits before them have trained
         raise ValueError(f"train.source={tp.source}: {', '.join(untrainable)} cannot train, none of its "
@@ -101,6 +103,21 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
         raise ValueError(f"train.distribute=splits gives each of {world} processes whole splits, but "
                          f"train.source={tp.source} has {len(splits)}; use train.distribute=data")
     return splits
+
+
+def check_supervision(prepared: Prepared, mp: ModelParams, tp: TrainParams) -> None:
+    """Refuse, before any split trains, a supervision the data or the source cannot give."""
+    if tp.source == FULLY_GENERATED and tp.supervision != "weak":
+        raise ValueError(f"train.source={FULLY_GENERATED} (fully generated faces: every pixel fake, no mask to "
+                         "learn from) trains only with train.supervision=weak; with train.supervision=full choose "
+                         "a partly inpainted split: " + ", ".join(resolve_source(TABLE, prepared.generators)))
+    missing = [f"{REAL}/{s}" for s in ("train", "valid") if not prepared.has(REAL, s)]
+    if tp.supervision == "weak" and missing:
+        raise ValueError(f"train.supervision=weak learns from image labels, real faces 0 and fakes 1, and needs "
+                         f"real faces in {REAL}/train and {REAL}/valid; this data has no {', '.join(missing)}: "
+                         "add real faces under data.root, or use train.supervision=full")
+    if mp.arch == "patches" and grid_size(prepared.size) < 1:
+        raise ValueError(f"model.arch patches needs preprocess.size >= 7 (its unpadded stem), got {prepared.size}")
 
 
 def assign(splits: dict[str, list[str]], tp: TrainParams, ranks: Ranks) -> tuple[Ranks, list[str]]:
@@ -145,7 +162,8 @@ class Trainer:
             train=[prepared.arrays(g, "train") for g in gens if prepared.has(g, "train")],
             valid=[prepared.arrays(g, "valid") for g in gens if prepared.has(g, "valid")],
             real_valid=[prepared.arrays(REAL, "valid")] if prepared.has(REAL, "valid") else [],
-            real_train=[prepared.arrays(REAL, "train")] if tp.synthetic and prepared.has(REAL, "train") else [],
+            real_train=[prepared.arrays(REAL, "train")]
+            if (tp.synthetic or tp.real or tp.supervision == "weak") and prepared.has(REAL, "train") else [],
         )
         on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
         weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)

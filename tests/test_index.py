@@ -95,11 +95,11 @@ def test_reads_dolos_tree_with_short_names(tmp_path):
     index = pd.read_csv(out / "index.csv", dtype={"id": str}, keep_default_na=False)
     assert list(index.columns) == ["generator", "split", "id", "image", "mask", "width", "height",
                                    "fake_fraction"]
-    assert sorted(set(index["generator"])) == ["lama", "ldm", "pluralistic", REAL, "repaint"]
-    assert len(index) == len(expected) == 5 * 7
+    assert sorted(set(index["generator"])) == ["lama", "ldm", "p2", "pluralistic", REAL, "repaint"]
+    assert len(index) == len(expected) + 7 == 6 * 7  # p2: 7 fully generated faces, not in `expected`
     keys = list(zip(index["generator"], index["split"], index["id"]))
     assert keys == sorted(keys)  # deterministic order
-    for row in index.itertuples():
+    for row in index[index["generator"] != "p2"].itertuples():
         assert row.fake_fraction == pytest.approx(expected[row.generator, row.split, row.id], abs=1e-6)
         assert (row.width, row.height) == (SIZE, SIZE)
     lama = index[(index["generator"] == "lama") & (index["id"] == "00001")].iloc[0]
@@ -113,12 +113,14 @@ def test_reads_dolos_tree_with_short_names(tmp_path):
     assert list(report.columns) == ["severity", "kind", "generator", "split", "path", "problem"]
     assert (report["severity"] != "error").all()
     p2 = report[report["path"] == str(root / "fake" / "p2")]
-    assert len(p2) == 1 and p2["kind"].iloc[0] == "ignored" and p2["severity"].iloc[0] == "note"
+    assert len(p2) == 1 and p2["kind"].iloc[0] == "fully-generated" and p2["severity"].iloc[0] == "note"
+    generated = index[index["generator"] == "p2"]  # no mask file: every pixel generated
+    assert (generated["mask"] == "").all() and (generated["fake_fraction"] == 1).all()
 
     metrics = json.loads((out / "data.json").read_text())
     assert metrics["pairs"]["lama"] == {"train": 3, "valid": 2, "test": 2}
     assert metrics["pairs"][REAL]["test"] == 2
-    assert metrics["dropped"] == 0 and metrics["errors"] == 0 and metrics["images"] == 35
+    assert metrics["dropped"] == 0 and metrics["errors"] == 0 and metrics["images"] == 42
 
 
 def test_relative_root_gives_root_joined_paths(tmp_path, monkeypatch):
@@ -164,7 +166,7 @@ def test_repaint_9k_preferred_over_repaint_p2(tmp_path):
 
 def test_ffhq_part_has_repaint_p2_only(tmp_path):
     root = tmp_path / "ffhq"
-    make_tree(root, folders=("repaint-p2",), counts={"train": 2, "valid": 1, "test": 1})
+    make_tree(root, folders=("repaint-p2",), counts={"train": 2, "valid": 1, "test": 1}, p2=False)
     index = run_index(root, tmp_path / "out")
     assert sorted(set(index["generator"])) == [REAL, "repaint"]
     assert len(index) == 8

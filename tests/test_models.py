@@ -6,6 +6,7 @@ import torch
 from localize.config import ParamsError, parse_section
 from localize.losses import dice_loss
 from localize.models import ARCHS, ModelParams, build_model
+from localize.models.patches import RECEPTIVE_FIELD, grid_size
 from localize.models.unet_seed import SeedUNet
 
 
@@ -49,3 +50,31 @@ def test_one_training_step_lowers_the_loss(arch):
 def test_unknown_arch_lists_the_choices():
     with pytest.raises(ParamsError, match="unet-seed"):
         parse_section(ModelParams, {"arch": "transformer"}, "model")
+
+
+@pytest.mark.parametrize(("size", "grid"), [(64, 8), (299, 37)])
+def test_patch_forensics_grid_and_receptive_field(size, grid):
+    """Chai et al.'s numbers at 299 px (a 37 x 37 map), the formula at the pipeline's 64 px, and each
+    patch logit seeing exactly 43 x 43 pixels: the gradient of one interior patch w.r.t. the input."""
+    torch.manual_seed(0)
+    model = build_model(ModelParams(arch="patches")).eval()  # eval: BatchNorm does not mix images
+    assert sum(p.numel() for p in model.parameters()) == 191_330  # "about 0.19 M"
+    assert grid_size(size) == grid
+    x = torch.randn(4, 3, size, size, requires_grad=True)
+    patches = model(x, grid=True)
+    assert patches.shape == (4, 1, grid, grid)
+    assert model(x).shape == (4, 1, size, size)  # upsampled for evaluation and predict
+    row = col = grid // 2
+    patches[:, 0, row, col].sum().backward()  # summed over 4 images: max-pool winners differ between them
+    rows, cols = (x.grad.abs().sum((0, 1)) > 0).nonzero(as_tuple=True)
+    assert rows.max() - rows.min() + 1 == RECEPTIVE_FIELD == 43
+    assert cols.max() - cols.min() + 1 == RECEPTIVE_FIELD
+    # Patch (r, c) sees pixels 8r - 18 to 8r + 24: stride 8 (three stride-2 steps), shifted back by the
+    # padding of the separable convs and pools (by hand: stem 0..6, block 1 from 4k - 6, block 2 from 8m - 18).
+    assert rows.min() == 8 * row - 18 and cols.min() == 8 * col - 18
+
+
+def test_patch_forensics_ignores_width_and_dropout():
+    a = build_model(ModelParams(arch="patches", width=4, dropout=0.0))
+    b = build_model(ModelParams(arch="patches", width=64, dropout=0.5))
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]

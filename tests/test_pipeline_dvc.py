@@ -200,3 +200,24 @@ def test_exp_run_scores_the_models_on_another_root(table):
     assert result["missing"] == ["biharmonic-jpeg", "navier-stokes", "patchmatch"]
     assert len(result["models"]) == 2 * len(DEMO_GENERATORS)
     assert "Missing from this root (not scored): biharmonic-jpeg" in (project / "metrics" / "cross_root.md").read_text()
+
+
+def test_weak_patch_forensics_runs_end_to_end(table):
+    """`model.arch=patches` from image labels alone on the demo; setup A where the data has fake/p2."""
+    project = table
+    proc = dvc(project, "exp", "run", "-S", "model.arch=patches", "-S", "train.supervision=weak",
+               "-S", "train.source=telea")
+    assert "Stage 'preprocess' didn't change, skipping" in proc.stdout
+    assert list(iou(project)) == ["telea"]
+    assert set(iou(project)["telea"]) == {*DEMO_GENERATORS, "mean"}
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
+    assert 0.0 <= summary["in_domain"]["iou"] <= 1.0
+
+    proc = dvc(project, "exp", "run", "-S", "train.source=p2", "-S", "train.supervision=weak", check=False)
+    assert proc.returncode != 0
+    assert "this data has none (the demo never has any)" in proc.stdout + proc.stderr
+
+    make_tree(project / "dolos" / "celebahq", folders=("lama", "ldm"), counts={"train": 6, "valid": 2, "test": 2})
+    dvc(project, "exp", "run", "-S", "data.root=dolos/celebahq", "-S", "model.arch=patches",
+        "-S", "train.supervision=weak", "-S", "train.source=p2")
+    assert iou(project)["p2"].keys() == {"lama", "ldm", "mean"}  # trained on p2, tested on the inpainted sets

@@ -50,6 +50,7 @@ def test_arrays_shapes_polarity_and_ids(tmp_path):
     assert manifest["generators"] == ["lama", "ldm", "pluralistic", "repaint"]
     assert manifest["splits"][REAL] == {"train": 3, "valid": 2, "test": 2}
     assert manifest["splits"]["repaint"] == {"train": 3, "valid": 2, "test": 2}
+    assert manifest["splits"]["p2"] == {"train": 3, "valid": 2, "test": 2}  # trains (weakly); never a test set
 
     index = read_index(csv)
     for (gen, split), rows in index.groupby(["generator", "split"]):
@@ -65,6 +66,9 @@ def test_arrays_shapes_polarity_and_ids(tmp_path):
             assert np.array_equal(images[k], resize_image(load_rgb(row.image), 16, 16))
             if gen == REAL:
                 assert not masks[k].any()
+                continue
+            if gen == "p2":  # fully generated, no mask file: every pixel fake
+                assert masks[k].all()
                 continue
             # Masks: 1 = fake where the file is 0; binarized, then nearest.
             fake = (np.asarray(Image.open(row.mask).convert("RGB"))[:, :, 0] != 255).astype(np.uint8)

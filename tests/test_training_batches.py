@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
-from localize.batches import ArrayPool
-from localize.config import parse_section
+from localize.batches import ArrayPool, to_input
+from localize.config import ParamsError, parse_section
 from localize.layout import REAL
 from localize.prepared import Prepared
 from localize.torchrun import Ranks
-from localize.training import TrainParams, batch_slice, epoch_batches
+from localize.training import TrainParams, batch_slice, check_data, epoch_batches, learning_rate
 
 CPU = torch.device("cpu")
 
 
-def batches(prepared_dir, synthetic: float, steps: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(prepared_dir, synthetic: float, steps: int = 3, real: float = 0.0, augment: str = "flip",
+            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     prepared = Prepared(prepared_dir)
-    tp = parse_section(TrainParams, {"batch_size": 8, "synthetic": synthetic, "seed": 3}, "train")
+    tp = parse_section(TrainParams, {"batch_size": 8, "synthetic": synthetic, "real": real, "seed": 3,
+                                     "augment": augment}, "train")
     fakes = ArrayPool([prepared.arrays("alpha", "train"), prepared.arrays("beta", "train")])
     reals = ArrayPool([prepared.arrays(REAL, "train")])
     return list(epoch_batches(fakes, reals, tp, "no-gamma", epoch=2, steps=steps, device=CPU))
@@ -49,3 +53,40 @@ def test_an_epoch_is_the_same_batches_every_time_and_differs_between_epochs(prep
     a, b = batches(prepared, synthetic=0.25), batches(prepared, synthetic=0.25)
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
     assert not torch.equal(a[0][0], a[1][0])
+
+
+def test_plain_real_faces_come_last_with_empty_masks(prepared):
+    mixed = batches(prepared, synthetic=0.25, real=0.25, augment="none")
+    reals = {tuple(to_input(np.array(img[None])).flatten().tolist())
+             for img in Prepared(prepared).arrays(REAL, "train")[0]}
+    for x, y in mixed:
+        assert x.shape == (8, 3, 16, 16)
+        assert y[6:].sum() == 0  # 2 of 8: real faces, nothing fake
+        assert all(tuple(face.flatten().tolist()) in reals for face in x[6:])
+        assert y[:4].sum(dim=(1, 2, 3)).min() > 0  # the generators' fakes still lead the batch
+
+
+def test_real_and_synthetic_shares_must_leave_room_for_fakes():
+    with pytest.raises(ParamsError, match="synthetic \\+ real must be < 1"):
+        parse_section(TrainParams, {"synthetic": 0.5, "real": 0.5}, "train")
+    with pytest.raises(ParamsError, match="real must be in"):
+        parse_section(TrainParams, {"real": -0.1}, "train")
+
+
+def test_real_share_without_real_faces_is_refused(prepared):
+    tp = parse_section(TrainParams, {"real": 0.25}, "train")
+    fakes = ArrayPool([Prepared(prepared).arrays("alpha", "train")])
+    with pytest.raises(ValueError, match="train.real = 0.25 needs real training faces"):
+        check_data("alpha", fakes, ArrayPool([]), tp)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    tp = parse_section(TrainParams, {"lr": 0.01, "schedule": "cosine"}, "train")
+    rates = [learning_rate(tp, step, 100) for step in range(100)]
+    assert rates[0] == pytest.approx(0.01 / 5)  # warm-up: 5% of 100 steps
+    assert rates[4] == pytest.approx(0.01)  # full rate at the end of the warm-up
+    assert rates[4 + 48] == pytest.approx(0.005, rel=0.05)  # half way down the cosine
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
+    assert rates[-1] < 1e-5
+    constant = parse_section(TrainParams, {"lr": 0.01}, "train")
+    assert {learning_rate(constant, step, 100) for step in range(100)} == {0.01}

@@ -7,10 +7,14 @@ from dataclasses import dataclass
 from torch import nn
 
 from localize.config import choice
+from localize.models.patches import PatchForensics
+from localize.models.unet_hp import HighPassUNet
 from localize.models.unet_res import ResUNet
 from localize.models.unet_seed import SeedUNet
 
-ARCHS = ("unet-seed", "unet-res-srm", "unet-res")
+ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
+# Architectures trained on their own patch map (Patch Forensics): forward(x, grid=True) returns it.
+PATCH_ARCHS = ("patches",)
 
 
 @dataclass(frozen=True)
@@ -29,8 +33,12 @@ class ModelParams:
 def build_model(p: ModelParams) -> nn.Module:
     if p.arch == "unet-seed":
         return SeedUNet(p.width, p.dropout)
+    if p.arch == "unet-hp":
+        return HighPassUNet(p.width, p.dropout)
     if p.arch == "unet-res-srm":
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":
         return ResUNet(p.width, dropout=p.dropout, srm=False)
+    if p.arch == "patches":  # Chai et al.'s fixed widths and no dropout: model.width and model.dropout do not apply
+        return PatchForensics()
     raise ValueError(f"unknown model.arch {p.arch!r}; choose one of: {', '.join(ARCHS)}")

@@ -1,0 +1,55 @@
+"""A localizer built for traces on a CPU budget: noise residuals in, a thin full-resolution
+path, a deep encoder for context.
+
+Where the compute goes. The seed U-Net spends most of its multiply-adds on 32- and
+64-channel convolutions at full resolution. Here the full-resolution path is one block of
+`width // 2` channels: enough to carry the pixel-level residuals to the output, while
+the encoder pools four times, so that a 64 px image ends in a 4 x 4 map whose receptive
+field covers the whole face. That is about a third of the seed's multiply-adds at the
+default width, and the bottleneck sees the region as a whole: a repainted area is
+told apart by how its noise differs from the rest of the face, not by where it sits.
+
+What it sees. RGB plus the fixed SRM high-pass residuals (`unet_res.SRMFilter`):
+inpainting leaves its strongest trace in the noise (fills too smooth, or texture copied
+from elsewhere), and from scratch on little data the first convolution would need many
+steps to learn such filters.
+
+The blocks are the seed's (Conv-BN-ReLU x 2, `parts.ConvBlock`); downsampling is a
+max-pool, upsampling bilinear, as in the seed, so only the layout differs. Any input side
+works: each up step resizes to its skip's exact size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from localize.models.parts import ConvBlock
+from localize.models.unet_res import SRMFilter
+
+
+class HighPassUNet(nn.Module):
+    def __init__(self, width: int = 32, dropout: float = 0.1, depth: int = 4):
+        super().__init__()
+        self.srm = SRMFilter()
+        # Level 0 is full resolution (width // 2 channels); level k > 0 has width * 2**(k-1), capped at 8x.
+        widths = [max(width // 2, 1)] + [width * 2 ** min(k - 1, 3) for k in range(1, depth + 1)]
+        self.down = nn.ModuleList(
+            ConvBlock(3 + 9 if k == 0 else widths[k - 1], widths[k], dropout if k >= 2 else 0.0)
+            for k in range(depth + 1)
+        )
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList(ConvBlock(widths[k + 1] + widths[k], widths[k], 0.0) for k in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([x, self.srm(x)], 1)  # (N, 12, H, W): colour and noise residuals
+        skips = []
+        for k, block in enumerate(self.down):
+            y = block(y if k == 0 else self.pool(y))  # (N, widths[k], H / 2^k, W / 2^k)
+            skips.append(y)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(torch.cat([y, skip], 1))
+        return self.head(y)  # (N, 1, H, W) logits
