@@ -254,3 +254,15 @@ def test_evaluate_without_other_roots_writes_an_empty_cross_root_table(home, tmp
     evaluate.run(prepared, out / "models", paths, evaluate.EvaluateParams(overlay_images=0, bootstrap=20))
     assert json.loads(paths["cross_root"].read_text()) == {}
     assert "evaluate.also" in paths["cross_root_table"].read_text()
+
+
+def test_train_degrade_applies_to_plain_real_faces_too(prepared, monkeypatch):
+    p = Prepared(prepared)
+    fakes, reals = ArrayPool([p.arrays("alpha", "train")]), ArrayPool([p.arrays("real", "train")])
+    sizes = []
+    real_degrade = training.degrade_batch
+    monkeypatch.setattr(training, "degrade_batch",
+                        lambda im, pr, rng: sizes.append(len(im)) or real_degrade(im, pr, rng))
+    tp = TrainParams(batch_size=8, real=0.25, degrade=1.0, augment="none")
+    batches = list(training.epoch_batches(fakes, reals, tp, "alpha", 0, 1, torch.device("cpu")))
+    assert sizes == [6, 2] and batches[0][1][6:].sum() == 0  # the fakes, then the plain real faces (empty masks)
