@@ -133,3 +133,31 @@ def held_out_cells(ious: dict[str, dict[str, np.ndarray]], generators: list[str]
 
 def mean_of(cells: list[tuple[str, np.ndarray]]) -> float:
     return float(np.mean([values.mean() for _, values in cells])) if cells else math.nan
+
+
+def _rounded(x: float) -> float | None:
+    return None if math.isnan(x) else round(float(x), 6)
+
+
+def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
+    """One model's scores on one test set, compact, for the tables beyond the clean one (robustness,
+    other roots): per generator IoU with its interval and AP; the mean over generators with its
+    interval; the real-face column (share with no pixel flagged) with its interval."""
+    gens = {g: {"iou": _rounded(ious.mean()), "iou_ci": [_rounded(v) for v in boot.interval([(g, ious)])],
+                "ap": _rounded(scores.cells[g]["ap"])} for g, ious in scores.ious.items()}
+    cells = list(scores.ious.items())
+    aps = [g["ap"] for g in gens.values() if g["ap"] is not None]
+    out = {"generators": gens, "iou": _rounded(mean_of(cells)),
+           "iou_ci": [_rounded(v) for v in boot.interval(cells)],
+           "ap": _rounded(float(np.mean(aps))) if aps else None}
+    clean = (scores.real_flagged == 0).astype(np.float64)
+    out["real_clean"] = _rounded(clean.mean()) if len(clean) else None
+    out["real_clean_ci"] = [_rounded(v) for v in boot.interval([(REAL, clean)])] if len(clean) else [None, None]
+    return out
+
+
+def percent(x: float | None, ci: list | tuple | None = None) -> str:
+    """A score ×100 for a Markdown table, with its interval when it has one; – when there is none."""
+    if x is None or math.isnan(x):
+        return "–"
+    return f"{100 * x:.1f}" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci and ci[0] is not None else "")

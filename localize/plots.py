@@ -80,3 +80,26 @@ def grid(rows: list[list[np.ndarray]], titles: list[str], path: Path, suptitle: 
                 ax.set_title(titles[j], fontsize=7)
     fig.suptitle(suptitle, fontsize=9)
     _save(fig, path)
+
+
+# The strength at which each perturbation does nothing: where the clean score is marked.
+_IDENTITY = {"jpeg": 100.0, "downscale": 1.0, "blur": 0.0, "noise": 0.0}
+
+
+def robustness_curves(kind: str, strengths: list[float], curves: dict[str, list[float]],
+                      clean: dict[str, float], path: Path) -> None:
+    """IoU against a perturbation's strength, one line per model, its clean score marked at the
+    strength that changes nothing (and as a dotted level)."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    identity = _IDENTITY.get(kind)
+    for model, ious in curves.items():
+        (line,) = ax.plot(strengths, ious, marker="o", label=model)
+        ax.axhline(clean[model], color=line.get_color(), linestyle=":", linewidth=0.8)
+        if identity is not None:
+            ax.plot([identity], [clean[model]], marker="*", markersize=11, color=line.get_color())
+    if kind in ("jpeg", "downscale"):
+        ax.invert_xaxis()  # left to right: stronger degradation, as on the blur and noise plots
+    ax.set(title=f"{kind}: IoU against strength (star and dotted line: clean)", xlabel=kind, ylabel="IoU",
+           ylim=(0, 1))
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)

@@ -37,6 +37,7 @@ SECTIONS = {
     "model": "localize.models:ModelParams",
     "train": "localize.training:TrainParams",
     "evaluate": "stages.evaluate:EvaluateParams",
+    "robustness": "stages.robustness:RobustnessParams",
 }
 
 

@@ -33,6 +33,7 @@ from localize import torchrun
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
 from localize.config import choice
+from localize.degrade import degrade_batch
 from localize.inference import iter_probs_with_masks
 from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
@@ -67,6 +68,9 @@ class TrainParams:
     schedule: str = choice("constant", "cosine", default="constant")
     # full: the masks; weak: image labels only (real 0, fake 1), masks never read (localize/supervision.py).
     supervision: str = choice(*SUPERVISIONS, default="full")
+    # Probability per training image (fakes and real faces) of a resize round trip and a JPEG
+    # re-save (localize/degrade.py): robustness to post-processing. 0 leaves batches as they were.
+    degrade: float = 0.0
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
@@ -95,6 +99,8 @@ class TrainParams:
             raise ValueError(f"synthetic = {self.synthetic} and real = {self.real} need supervision full "
                              "(weak batches are half real faces already, and self-blended fakes are "
                              "mask-supervised); with supervision weak use synthetic 0 and real 0")
+        if not 0 <= self.degrade <= 1:
+            raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
 
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
@@ -194,6 +200,7 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
     seed = _epoch_seed(tp.seed, split, epoch)
     rng = np.random.default_rng(seed)
     flips = torch.Generator().manual_seed(seed)  # flips and self-blends, in draw order
+    degrades = np.random.default_rng([seed, 1])  # its own stream: degrade 0 changes no other draw
     n_synthetic, n_real = round(tp.batch_size * tp.synthetic), round(tp.batch_size * tp.real)
     n_fake = tp.batch_size - n_synthetic - n_real
     order = epoch_indices(len(fakes), steps * n_fake, rng)
@@ -204,15 +211,18 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
         xs, ys = [], []
         if n_fake:
             images, masks = fakes.gather(order[step * n_fake : (step + 1) * n_fake])
+            images = degrade_batch(images, tp.degrade, degrades)
             xs.append(to_input(images, device))
             ys.append(to_target(masks, device))
         if n_synthetic:
             real, _ = reals.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
+            real = degrade_batch(real, tp.degrade, degrades)
             x_syn, y_syn = self_blend(to_input(real, device), flips)
             xs.append(x_syn)
             ys.append(y_syn)
         if n_real:
             real, empty = reals.gather(plain_order[step * n_real : (step + 1) * n_real])
+            real = degrade_batch(real, tp.degrade, degrades)
             xs.append(to_input(real, device))
             ys.append(to_target(empty, device))
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last) if len(xs) > 1 else xs[0]

@@ -13,6 +13,9 @@ training split (its mean training mask, thresholded on valid: localize/prior.py)
 Beside IoU: per-image F1 at 0.5, pixel-level average precision and best-threshold F1,
 image-level detection AUC against the real test faces, and the real-face column: the share
 of real test faces with no pixel flagged, and the mean flagged area.
+
+`evaluate.also` lists other Dolos-layout roots: every model is scored on their test splits
+too (localize/cross_root.py), into metrics/cross_root.json and .md, keyed by root.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, choice, load_section
+from localize.cross_root import markdown as cross_root_markdown
+from localize.cross_root import score_root
 from localize.evaluation import (
     Bootstrap,
     ModelScores,
@@ -61,9 +66,13 @@ class EvaluateParams:
     seed: int = 0  # of the bootstrap's resamples
     # Test-time augmentation: `flip` averages each map with its mirror image's (twice the cost).
     tta: str = choice("none", "flip", default="none")
+    # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
+    also: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         check_threshold(self.threshold)
+        if any(not root.strip() for root in self.also):
+            raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
         for name in ("batch_size", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -261,18 +270,31 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
     out["heatmap"].parent.mkdir(parents=True, exist_ok=True)
     heatmap(table, [*r.generators, "mean"], out["heatmap"], f"IoU x100, test split, {prepared.size}px")
     write_overlays(r, prepared, out["overlays"], ep.threshold)
+    write_cross_root(models_dir, r.generators, prepared.size, ep, out)
     return table
+
+
+def write_cross_root(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams,
+                     out: dict[str, Path]) -> None:
+    """metrics/cross_root.json and .md: every model on every root of `evaluate.also`, keyed by root."""
+    files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+    results = {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
+                                ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
+    write_json(out["cross_root"], results)
+    with atomic_file(out["cross_root_table"]) as tmp:
+        tmp.write_text(cross_root_markdown(results))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--models", type=Path, required=True)
-    for name in ("iou", "scores", "summary", "table", "heatmap", "overlays"):
-        ap.add_argument(f"--{name}", type=Path, required=True)
+    names = ("iou", "scores", "summary", "table", "heatmap", "overlays", "cross_root", "cross_root_table")
+    for name in names:
+        ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
-    out = {k: getattr(args, k) for k in ("iou", "scores", "summary", "table", "heatmap", "overlays")}
+    out = {k: getattr(args, k) for k in names}
     try:
         start(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)

@@ -56,7 +56,7 @@ def test_every_section_of_params_yaml_has_a_check():
     assert set(SECTIONS) == set(read_params(Path(__file__).resolve().parents[1] / "params.yaml"))
 
 
-@pytest.mark.parametrize("stage", ["demo", "index", "preprocess", "train", "evaluate"])
+@pytest.mark.parametrize("stage", ["demo", "index", "preprocess", "train", "evaluate", "robustness"])
 def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, monkeypatch):
     """evaluate.threshold = 2 stops the first stage that runs, not evaluate after training."""
     import importlib
@@ -70,7 +70,10 @@ def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, mo
         "train": ["--prepared", "data/prepared", "--models", "models", "--live", "live", "--curves", "c.png",
                   "--checkpoints", "ckpt"],
         "evaluate": ["--prepared", "data/prepared", "--models", "models", *[
-            x for k in ("iou", "scores", "summary", "table", "heatmap", "overlays") for x in (f"--{k}", f"{k}.out")]],
+            x for k in ("iou", "scores", "summary", "table", "heatmap", "overlays", "cross-root", "cross-root-table")
+            for x in (f"--{k}", f"{k}.out")]],
+        "robustness": ["--index", "data/index.csv", "--prepared", "data/prepared", "--models", "models", *[
+            x for k in ("headline", "detail", "table", "plots") for x in (f"--{k}", f"{k}.out")]],
     }[stage]
     with pytest.raises(SystemExit) as info:
         importlib.import_module(f"stages.{stage}").main(args)

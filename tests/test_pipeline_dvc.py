@@ -22,6 +22,7 @@ TINY = {
     "model": {"width": 4},
     "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
     "evaluate": {"overlay_images": 2},
+    "robustness": {"sweep": {"jpeg": [50], "noise": [5]}, "max_images": 4, "bootstrap": 50},
 }
 DEMO_GENERATORS = ["biharmonic-jpeg", "navier-stokes", "patchmatch", "poisson", "telea"]
 
@@ -174,6 +175,31 @@ def test_dolos_folder_names_pass_end_to_end(table):
     table = iou(project)
     assert list(table) == ["no-ldm"]
     assert sorted(table["no-ldm"]) == ["lama", "ldm", "mean", "pluralistic", "repaint"]
+
+
+def test_a_sweep_change_reruns_only_the_robustness_stage(table):
+    project = table
+    headline = json.loads((project / "metrics" / "robustness.json").read_text())
+    assert list(headline["mean_iou"]) == ["clean", "jpeg-50", "noise-5"]
+    proc = dvc(project, "exp", "run", "-S", "robustness.sweep.jpeg=[75]")
+    assert "Running stage 'robustness'" in proc.stdout
+    for stage in ("train", "evaluate"):
+        assert f"Stage '{stage}' didn't change, skipping" in proc.stdout
+    headline = json.loads((project / "metrics" / "robustness.json").read_text())
+    assert list(headline["mean_iou"]) == ["clean", "jpeg-75", "noise-5"]
+    assert sorted(p.name for p in (project / "plots" / "robustness").iterdir()) == ["jpeg.png", "noise.png"]
+
+
+def test_exp_run_scores_the_models_on_another_root(table):
+    project = table
+    make_tree(project / "other" / "celebahq", folders=("telea", "poisson"), counts={"test": 3}, p2=False)
+    proc = dvc(project, "exp", "run", "-S", "evaluate.also=[other/celebahq]")
+    assert "Stage 'train' didn't change, skipping" in proc.stdout
+    result = json.loads((project / "metrics" / "cross_root.json").read_text())["other/celebahq"]
+    assert result["generators"] == ["poisson", "telea"]
+    assert result["missing"] == ["biharmonic-jpeg", "navier-stokes", "patchmatch"]
+    assert len(result["models"]) == 2 * len(DEMO_GENERATORS)
+    assert "Missing from this root (not scored): biharmonic-jpeg" in (project / "metrics" / "cross_root.md").read_text()
 
 
 def test_weak_patch_forensics_runs_end_to_end(table):

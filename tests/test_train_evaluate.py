@@ -30,8 +30,9 @@ def run_train(prepared: Path, out: Path, **overrides):
 
 
 def run_evaluate(prepared: Path, out: Path) -> dict:
-    paths = {k: out / f"{k}.json" for k in ("iou", "scores", "summary")}
-    paths.update(table=out / "table.md", heatmap=out / "heatmap.png", overlays=out / "overlays")
+    paths = {k: out / f"{k}.json" for k in ("iou", "scores", "summary", "cross_root")}
+    paths.update(table=out / "table.md", heatmap=out / "heatmap.png", overlays=out / "overlays",
+                 cross_root_table=out / "cross_root.md")
     evaluate.run(prepared, out / "models", paths, evaluate.EvaluateParams(overlay_images=2))
     return json.loads(paths["iou"].read_text())
 

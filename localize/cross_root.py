@@ -1,0 +1,69 @@
+"""Scoring trained models on the test splits of other Dolos-layout roots (`evaluate.also`).
+
+Dolos' cross-dataset experiment (paper §5.2): train on `ffhq/`, test on `celebahq/`. Each
+other root goes through the index and preprocess stages' own code (`stages.index.run`,
+`stages.preprocess.run`), at the models' size, into a temporary folder deleted afterwards,
+so data/ is untouched. Only test rows are prepared.
+
+Generators are matched by name. A generator the models were tested on at home but that the
+other root lacks is listed under `missing`, not an error; one the other root adds is scored too.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
+from localize.index_csv import read_index
+from localize.inference import with_tta
+from localize.prepared import Prepared
+from localize.saved_model import load_model
+from stages.index import IndexParams
+from stages.index import run as index_run
+from stages.preprocess import PreprocessParams
+from stages.preprocess import run as preprocess_run
+
+
+def prepare_root(root: Path, size: int, tmp: Path) -> Prepared:
+    """The test splits of `root`, indexed (bad pairs skipped and listed) and prepared at `size`."""
+    index_run(root, tmp / "index.csv", tmp / "index-problems.csv", tmp / "data.json", IndexParams(on_error="skip"))
+    index = read_index(tmp / "index.csv")
+    index[index["split"] == "test"].to_csv(tmp / "test.csv", index=False)
+    preprocess_run(tmp / "test.csv", tmp / "prepared", PreprocessParams(size=size))
+    return Prepared(tmp / "prepared")
+
+
+def score_root(root: Path, model_files: list[Path], home_generators: list[str], size: int, threshold: float,
+               batch_size: int, detection: str, draws: int, seed: int, tta: str = "none") -> dict:
+    """{"generators", "missing", "models": {split: score_record}} for one other root."""
+    with tempfile.TemporaryDirectory(prefix="cross-root-") as tmp:
+        prepared = prepare_root(root, size, Path(tmp))
+        gens = test_generators(prepared)
+        boot = Bootstrap(prepared, draws, seed)
+        models = {}
+        for path in model_files:
+            model, saved = load_model(path)
+            scores = score_model(with_tta(model, tta), prepared, threshold, batch_size, detection)
+            models[saved.split] = score_record(scores, boot)
+    print(f"evaluate: {root}: " + "  ".join(f"{s} {100 * r['iou']:.1f}" for s, r in models.items()), file=sys.stderr)
+    return {"generators": gens, "missing": [g for g in home_generators if g not in gens], "models": models}
+
+
+def markdown(results: dict) -> str:
+    """One table per root: rows the models, columns its generators (IoU ×100 with intervals)."""
+    if not results:
+        return "No other root scored (`evaluate.also` is empty).\n"
+    parts = []
+    for root, r in results.items():
+        gens = r["generators"]
+        lines = [f"### {root}", "", "| trained on | " + " | ".join(gens) + " | mean | real faces clean |",
+                 "|---" * (len(gens) + 3) + "|"]
+        for split, rec in r["models"].items():
+            cells = [percent(rec["generators"][g]["iou"], rec["generators"][g]["iou_ci"]) for g in gens]
+            lines.append(f"| {split} | " + " | ".join(cells) + f" | {percent(rec['iou'], rec['iou_ci'])} | "
+                         f"{percent(rec['real_clean'], rec['real_clean_ci'])} |")
+        missing = ", ".join(r["missing"]) or "none"
+        parts.append("\n".join(lines) + f"\n\nMissing from this root (not scored): {missing}.\n")
+    return "\n".join(parts) + "\nIoU ×100 with 95% bootstrap intervals over test images.\n"
