@@ -3,10 +3,11 @@
     python -m stages.reference metrics/reference/<name>
 
 `<name>/overrides` holds the recipe: one `key=value` a line (`#` starts a comment), each
-passed to `dvc exp run -S`. The experiment runs in the workspace, like any `dvc exp run`;
-then its results (RESULTS) are copied into `<name>/`, so the README's tables can cite them.
-A rerun of the same overrides on the same data gives the same metrics (seeds come from
-params). `--collect` copies the workspace's current results without running anything.
+passed to `dvc exp run evaluate -S` (up to the table; `--target` names another stage). The
+experiment runs in the workspace, like any `dvc exp run`; then its results (RESULTS) are
+copied into `<name>/results/`, so the README's tables can cite them. A rerun of the same
+overrides on the same data gives the same metrics (seeds come from params). `--collect`
+copies the workspace's current results without running anything.
 """
 
 from __future__ import annotations
@@ -55,13 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="metrics/reference/<name>, holding `overrides`")
     ap.add_argument("--collect", action="store_true", help="only copy the workspace's results")
+    ap.add_argument("--target", default="evaluate",
+                    help="the stage to reproduce up to (default evaluate: the table, not the robustness sweep)")
     args = ap.parse_args(argv)
     try:
         overrides = read_overrides(args.folder / "overrides")
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if not args.collect:
-        command = ["dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]]
+        command = ["dvc", "exp", "run", args.target, *[a for o in overrides for a in ("-S", o)]]
         print("running:", " ".join(command), flush=True)
         if subprocess.run(command).returncode:
             raise SystemExit(f"error: {' '.join(command)} failed; nothing collected")
