@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if not args.collect:
+        # A recipe is the committed params plus its overrides, not whatever the last experiment left.
+        if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"]).returncode:
+            raise SystemExit("error: params.yaml differs from the commit; a reference recipe starts from the "
+                             "committed params (git checkout params.yaml)")
         command = ["dvc", "exp", "run", args.target, *[a for o in overrides for a in ("-S", o)]]
         print("running:", " ".join(command), flush=True)
         if subprocess.run(command).returncode:
