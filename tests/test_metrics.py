@@ -1,5 +1,7 @@
 """Losses and metrics on cases small enough to check by hand."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,11 @@ def test_bootstrap_interval_by_hand():
     resamples = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])  # every resample of two images
     assert bootstrap_means(values, resamples).tolist() == [0.0, 0.5, 0.5, 1.0]
     assert percentile_interval(np.array([0.0, 0.5, 0.5, 1.0]), level=0.5) == (0.375, 0.625)
+
+
+def test_dice_bce_by_hand():
+    # One image of two pixels, logits 0 (p = 0.5) on target [1, 0]:
+    # soft Dice = (2 * 0.5 + 1) / (1 + 1 + 1) = 2/3, BCE = ln 2 per pixel.
+    logits = torch.zeros(1, 1, 1, 2)
+    target = torch.tensor([[[[1.0, 0.0]]]])
+    assert dice_bce_loss(logits, target).item() == pytest.approx(1 / 3 + math.log(2), rel=1e-6)

@@ -78,3 +78,18 @@ def test_patch_forensics_ignores_width_and_dropout():
     a = build_model(ModelParams(arch="patches", width=4, dropout=0.0))
     b = build_model(ModelParams(arch="patches", width=64, dropout=0.5))
     assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+
+
+@pytest.mark.parametrize("size", [17, 37, 61])
+def test_unet_hp_keeps_odd_sizes(size):
+    """Four pools of an odd side round down; each up step resizes to its skip's exact size."""
+    model = build_model(ModelParams(arch="unet-hp", width=4)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, size, size + 2))
+    assert out.shape == (1, 1, size, size + 2)
+
+
+def test_unet_hp_widths_and_inputs():
+    model = build_model(ModelParams(arch="unet-hp", width=8))
+    assert [b.body[0].out_channels for b in model.down] == [4, 8, 16, 32, 64]
+    assert model.down[0].body[0].in_channels == 12  # RGB + 9 SRM residuals
