@@ -19,6 +19,7 @@ from localize.layout import REAL
 from localize.metrics import (
     PixelHistogram,
     binarize,
+    bootstrap_aucs,
     bootstrap_means,
     f1_per_image,
     iou_per_image,
@@ -38,6 +39,8 @@ class ModelScores:
     ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU
     cells: dict[str, dict[str, float]] = field(default_factory=dict)  # generator -> f1, ap, best_f1, auc
     real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
+    detection: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image detection score
+    real_detection: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: detection score
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
 
 
@@ -55,6 +58,7 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
         out.real_flagged = binarize(real_probs, threshold).reshape(len(real_probs), -1).mean(1)
         real_scores = image_scores(real_probs, detection)
+        out.real_detection = real_scores
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
@@ -68,6 +72,7 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         fake_scores = np.concatenate(fake_scores)
         labels = np.r_[np.ones(len(fake_scores)), np.zeros(len(real_scores))]
         out.ious[gen] = np.concatenate(ious)
+        out.detection[gen] = fake_scores
         out.overlays[gen] = np.array(kept)
         out.cells[gen] = {
             "f1": float(np.concatenate(f1s).mean()),
@@ -118,6 +123,15 @@ class Bootstrap:
             return math.nan, math.nan
         means = np.mean([bootstrap_means(values, self.resamples[name]) for name, values in cells], axis=0)
         return percentile_interval(means)
+
+    def auc_interval(self, cells: list[tuple[str, np.ndarray]], reals: np.ndarray) -> tuple[float, float]:
+        """95% interval of the mean detection AUC over `cells`, each (generator, its fakes' scores)
+        against the real test faces' `reals`: fakes and reals resampled as every other interval is."""
+        if not cells or not len(reals):
+            return math.nan, math.nan
+        aucs = np.mean([bootstrap_aucs(scores, reals, self.resamples[name], self.resamples[REAL])
+                        for name, scores in cells], axis=0)
+        return percentile_interval(aucs)
 
 
 def in_domain_cells(ious: dict[str, dict[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:

@@ -125,6 +125,26 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float
     return float(low), float(high)
 
 
+def bootstrap_aucs(positives: np.ndarray, negatives: np.ndarray, pos_resamples: np.ndarray,
+                   neg_resamples: np.ndarray) -> np.ndarray:
+    """ROC AUC of positives against negatives on each bootstrap draw (B,): rows of the two
+    (B, n) and (B, m) index arrays resample each set on its own.
+
+    AUC is the mean over (positive, negative) pairs of [p > n] + [p = n] / 2, so on a draw it
+    is c_pos @ K @ c_neg / (n m), with c the draw's count of each image: one matrix product
+    for all draws instead of a sort per draw."""
+    pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    if not len(pos) or not len(neg):
+        return np.full(len(pos_resamples), np.nan)
+    pairs = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    draws = len(pos_resamples)
+    c_pos = np.zeros((draws, len(pos)))
+    np.add.at(c_pos, (np.arange(draws)[:, None], pos_resamples), 1)
+    c_neg = np.zeros((draws, len(neg)))
+    np.add.at(c_neg, (np.arange(draws)[:, None], neg_resamples), 1)
+    return ((c_pos @ pairs) * c_neg).sum(1) / (pos_resamples.shape[1] * neg_resamples.shape[1])
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -45,7 +45,7 @@ from localize.evaluation import (
 )
 from localize.inference import with_tta
 from localize.layout import REAL
-from localize.metrics import binarize, check_threshold
+from localize.metrics import binarize, bootstrap_aucs, check_threshold, percentile_interval
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import start
 from localize.prepared import Prepared
@@ -129,7 +129,8 @@ def detailed_scores(r: Results) -> dict:
     for split, s in r.scores.items():
         out[split] = {gen: {"iou": _finite(float(ious.mean())), "iou_ci": _interval(r.boot.interval([(gen, ious)])),
                             "prior_iou": _finite(float(r.priors[split][gen].mean())),
-                            **{k: _finite(v) for k, v in s.cells[gen].items()}}
+                            **{k: _finite(v) for k, v in s.cells[gen].items()},
+                            "auc_ci": _interval(r.boot.auc_interval([(gen, s.detection[gen])], s.real_detection))}
                       for gen, ious in s.ious.items()}
         out[split][REAL] = real_faces(r, split)
     out["baselines"] = {
@@ -151,14 +152,37 @@ def headline(r: Results, detailed: dict) -> dict:
     for name, chosen in cells.items():
         low, high = r.boot.interval(chosen)
         out[name] = {"iou": _finite(mean_of(chosen)), "low": _finite(low), "high": _finite(high),
-                     "prior": _finite(mean_of(priors[name]))}
+                     "prior": _finite(mean_of(priors[name])), **_detection(r, chosen_splits(name, r))}
     reals = [detailed[split][REAL] for split in r.scores]
     has_reals = reals[0]["clean"] is not None
     out["real_faces"] = {key: _finite(float(np.mean([x[key] for x in reals]))) if has_reals else None
                          for key in ("clean", "fake_area")}
+    if has_reals:  # the interval of the mean over models: every model sees the same resampled real faces
+        clean = [(REAL, (s.real_flagged == 0).astype(np.float64)) for s in r.scores.values()]
+        out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
     out["baselines"] = {name: _finite(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["runtime"] = runtime_record(r.models)
     return out
+
+
+def chosen_splits(name: str, r: Results) -> list[tuple[str, str]]:
+    """(split, generator) of the in-domain or the held-out cells."""
+    if name == "in_domain":
+        return [(split, split) for split in r.scores if split in r.scores[split].detection]
+    return [(split, held_out(split, r.generators)) for split in r.scores
+            if held_out(split, r.generators) in r.scores[split].detection]
+
+
+def _detection(r: Results, chosen: list[tuple[str, str]]) -> dict:
+    """Mean image-level detection AUC (fakes of the cell against the real test faces), with its interval."""
+    if not chosen or not len(r.scores[chosen[0][0]].real_detection):
+        return {"auc": None, "auc_ci": [None, None]}
+    aucs = [r.scores[split].cells[gen]["auc"] for split, gen in chosen]
+    # Each cell against its own model's real-face scores; the interval averages the cells per draw.
+    per_draw = np.mean([bootstrap_aucs(r.scores[split].detection[gen], r.scores[split].real_detection,
+                                       r.boot.resamples[gen], r.boot.resamples[REAL]) for split, gen in chosen],
+                       axis=0)
+    return {"auc": _finite(float(np.mean(aucs))), "auc_ci": _interval(percentile_interval(per_draw))}
 
 
 def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:

@@ -7,12 +7,14 @@ passed to `dvc exp run evaluate -S` (up to the table; `--target` names another s
 experiment runs in the workspace, like any `dvc exp run`; then its results (RESULTS) are
 copied into `<name>/results/`, so the README's tables can cite them. A rerun of the same
 overrides on the same data gives the same metrics (seeds come from params). `--collect`
-copies the workspace's current results without running anything.
+copies the workspace's current results without running anything; `--compare B C ...` prints
+the headlines of this and other recipes as one Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,13 +54,39 @@ def collect(folder: Path, workspace: Path = Path(".")) -> None:
                 shutil.copy2(source, target)
 
 
+def _pct(value: float | None, ci: list | None = None) -> str:
+    if value is None:
+        return "–"
+    text = f"{100 * value:.1f}"
+    return text + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci and None not in ci else "")
+
+
+def compare(folders: list[Path]) -> str:
+    """A Markdown table of the recipes' headlines (each `<folder>/results/summary.json`), IoU ×100."""
+    lines = ["| recipe | in-domain IoU | held-out IoU | prior (in-domain / held-out) | real faces clean "
+             "| detection AUC in-domain | detection AUC held-out |", "|---" * 7 + "|"]
+    for folder in folders:
+        s = json.loads((folder / "results" / "summary.json").read_text())
+        ind, out, real = s["in_domain"], s["held_out"], s["real_faces"]
+        lines.append(f"| {folder.name} | {_pct(ind['iou'], [ind['low'], ind['high']])} "
+                     f"| {_pct(out['iou'], [out['low'], out['high']])} | {_pct(ind['prior'])} / {_pct(out['prior'])} "
+                     f"| {_pct(real['clean'], real.get('clean_ci'))} | {_pct(ind.get('auc'), ind.get('auc_ci'))} "
+                     f"| {_pct(out.get('auc'), out.get('auc_ci'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="metrics/reference/<name>, holding `overrides`")
     ap.add_argument("--collect", action="store_true", help="only copy the workspace's results")
     ap.add_argument("--target", default="evaluate",
                     help="the stage to reproduce up to (default evaluate: the table, not the robustness sweep)")
+    ap.add_argument("--compare", nargs="*", type=Path, default=None, metavar="FOLDER",
+                    help="print a Markdown table of these recipes' headlines beside the first folder's")
     args = ap.parse_args(argv)
+    if args.compare is not None:
+        print(compare([args.folder, *args.compare]), end="")
+        return
     try:
         overrides = read_overrides(args.folder / "overrides")
     except (OSError, ValueError) as e:

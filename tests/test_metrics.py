@@ -9,6 +9,7 @@ import torch
 from localize.losses import dice_bce_loss, dice_loss, soft_dice
 from localize.metrics import (
     PixelHistogram,
+    bootstrap_aucs,
     bootstrap_means,
     f1_per_image,
     iou_per_image,
@@ -159,3 +160,12 @@ def test_dice_bce_by_hand():
     logits = torch.zeros(1, 1, 1, 2)
     target = torch.tensor([[[[1.0, 0.0]]]])
     assert dice_bce_loss(logits, target).item() == pytest.approx(1 / 3 + math.log(2), rel=1e-6)
+
+
+def test_bootstrap_aucs_equal_the_auc_of_each_resampled_set():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.integers(0, 5, 7).astype(float), rng.integers(0, 5, 4).astype(float)  # ties on purpose
+    pos_res, neg_res = resample_indices(7, 20, rng), resample_indices(4, 20, rng)
+    fast = bootstrap_aucs(pos, neg, pos_res, neg_res)
+    slow = [roc_auc(np.r_[pos[p], neg[n]], np.r_[np.ones(7), np.zeros(4)]) for p, n in zip(pos_res, neg_res)]
+    assert np.allclose(fast, slow)

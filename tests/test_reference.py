@@ -1,8 +1,10 @@
 """Reference recipes: the overrides file, and collecting a run's results beside it."""
 
+import json
+
 import pytest
 
-from stages.reference import RESULTS, collect, read_overrides
+from stages.reference import RESULTS, collect, compare, read_overrides
 
 
 def test_overrides_are_key_value_lines_with_comments(tmp_path):
@@ -38,3 +40,14 @@ def test_collect_copies_every_result_or_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics/table.md missing"):
         collect(folder, workspace)
     assert (folder / "results" / "table.md").exists()  # the earlier results are kept whole
+
+
+def test_compare_prints_each_recipes_headline(tmp_path):
+    summary = {"in_domain": {"iou": 0.5, "low": 0.45, "high": 0.55, "prior": 0.17, "auc": 0.9, "auc_ci": [0.85, 0.95]},
+               "held_out": {"iou": 0.3, "low": 0.25, "high": 0.35, "prior": 0.16, "auc": None, "auc_ci": [None, None]},
+               "real_faces": {"clean": 0.75, "clean_ci": [0.6, 0.9], "fake_area": 0.01}}
+    (tmp_path / "a" / "results").mkdir(parents=True)
+    (tmp_path / "a" / "results" / "summary.json").write_text(json.dumps(summary))
+    row = compare([tmp_path / "a"]).splitlines()[2]
+    assert row == ("| a | 50.0 (45.0–55.0) | 30.0 (25.0–35.0) | 17.0 / 16.0 | 75.0 (60.0–90.0) "
+                   "| 90.0 (85.0–95.0) | – |")
