@@ -26,6 +26,10 @@ RESULTS = ("metrics/summary.json", "metrics/iou.json", "metrics/scores.json", "m
            "plots/evaluate/iou_heatmap.png", "plots/evaluate/overlays", "plots/train/curves.png")
 
 
+# Kept too when the run went as far as the robustness stage (--target robustness).
+OPTIONAL = ("metrics/robustness.json", "metrics/robustness.md", "plots/robustness")
+
+
 def read_overrides(path: Path) -> list[str]:
     """`key=value` lines, in order; a clear error names the file and the line otherwise."""
     overrides = []
@@ -46,7 +50,7 @@ def collect(folder: Path, workspace: Path = Path(".")) -> None:
     if missing:
         raise FileNotFoundError(f"no results to collect: {', '.join(missing)} missing; run the pipeline first")
     with atomic_dir(folder / "results") as tmp:
-        for result in RESULTS:
+        for result in [*RESULTS, *(r for r in OPTIONAL if (workspace / r).exists())]:
             source, target = workspace / result, tmp / Path(result).name
             if source.is_dir():
                 shutil.copytree(source, target)
