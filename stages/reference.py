@@ -66,13 +66,17 @@ def _pct(value: float | None, ci: list | None = None) -> str:
 
 
 def compare(folders: list[Path]) -> str:
-    """A Markdown table of the recipes' headlines (each `<folder>/results/summary.json`), IoU ×100."""
+    """A Markdown table of the recipes' headlines (each `<folder>/results/summary.json`, or
+    `<folder>/summary.json` for the default's `metrics`), IoU ×100."""
     lines = ["| recipe | in-domain IoU | held-out IoU | prior (in-domain / held-out) | real faces clean "
              "| detection AUC in-domain | detection AUC held-out |", "|---" * 7 + "|"]
     for folder in folders:
-        s = json.loads((folder / "results" / "summary.json").read_text())
+        # A reference keeps its summary under results/; `metrics` itself is the default's.
+        reference = (folder / "results" / "summary.json").exists()
+        s = json.loads((folder / "results" / "summary.json" if reference else folder / "summary.json").read_text())
+        name = folder.name if reference else "default (`dvc repro`)"
         ind, out, real = s["in_domain"], s["held_out"], s["real_faces"]
-        lines.append(f"| {folder.name} | {_pct(ind['iou'], [ind['low'], ind['high']])} "
+        lines.append(f"| {name} | {_pct(ind['iou'], [ind['low'], ind['high']])} "
                      f"| {_pct(out['iou'], [out['low'], out['high']])} | {_pct(ind['prior'])} / {_pct(out['prior'])} "
                      f"| {_pct(real['clean'], real.get('clean_ci'))} | {_pct(ind.get('auc'), ind.get('auc_ci'))} "
                      f"| {_pct(out.get('auc'), out.get('auc_ci'))} |")
