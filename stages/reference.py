@@ -73,6 +73,8 @@ def compare(folders: list[Path]) -> str:
     for folder in folders:
         # A reference keeps its summary under results/; `metrics` itself is the default's.
         reference = (folder / "results" / "summary.json").exists()
+        if not reference and not (folder / "summary.json").exists():
+            continue  # not a recipe with results (e.g. the seed spread's folder)
         s = json.loads((folder / "results" / "summary.json" if reference else folder / "summary.json").read_text())
         name = folder.name if reference else "default (`dvc repro`)"
         ind, out, real = s["in_domain"], s["held_out"], s["real_faces"]

@@ -48,6 +48,9 @@ def test_compare_prints_each_recipes_headline(tmp_path):
                "real_faces": {"clean": 0.75, "clean_ci": [0.6, 0.9], "fake_area": 0.01}}
     (tmp_path / "a" / "results").mkdir(parents=True)
     (tmp_path / "a" / "results" / "summary.json").write_text(json.dumps(summary))
-    row = compare([tmp_path / "a"]).splitlines()[2]
+    (tmp_path / "seeds").mkdir()  # a folder with no results: skipped
+    lines = compare([tmp_path / "a", tmp_path / "seeds"]).splitlines()
+    assert len(lines) == 3
+    row = lines[2]
     assert row == ("| a | 50.0 (45.0–55.0) | 30.0 (25.0–35.0) | 17.0 / 16.0 | 75.0 (60.0–90.0) "
                    "| 90.0 (85.0–95.0) | – |")
