@@ -3,7 +3,7 @@
     python -m stages.reference metrics/reference/<name>
 
 `<name>/overrides` holds the recipe: one `key=value` a line (`#` starts a comment), each
-passed to `dvc exp run evaluate -S` (up to the table; `--target` names another stage). The
+passed to `dvc exp run evaluate -S` (up to the table; `--target` names other stages). The
 experiment runs in the workspace, like any `dvc exp run`; then its results (RESULTS) are
 copied into `<name>/results/`, so the README's tables can cite them. A rerun of the same
 overrides on the same data gives the same metrics (seeds come from params). `--collect`
@@ -26,7 +26,7 @@ RESULTS = ("metrics/summary.json", "metrics/iou.json", "metrics/scores.json", "m
            "plots/evaluate/iou_heatmap.png", "plots/evaluate/overlays", "plots/train/curves.png")
 
 
-# Kept too when the run went as far as the robustness stage (--target robustness).
+# Kept too when the run included the robustness stage (--target evaluate robustness).
 OPTIONAL = ("metrics/robustness.json", "metrics/robustness.md", "plots/robustness")
 
 
@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="metrics/reference/<name>, holding `overrides`")
     ap.add_argument("--collect", action="store_true", help="only copy the workspace's results")
-    ap.add_argument("--target", default="evaluate",
-                    help="the stage to reproduce up to (default evaluate: the table, not the robustness sweep)")
+    ap.add_argument("--target", nargs="+", default=["evaluate"],
+                    help="the stages to reproduce (default evaluate: the table, not the robustness sweep; "
+                         "`evaluate robustness` for both: robustness does not depend on evaluate)")
     ap.add_argument("--compare", nargs="*", type=Path, default=None, metavar="FOLDER",
                     help="print a Markdown table of these recipes' headlines beside the first folder's")
     args = ap.parse_args(argv)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "params.yaml"]).returncode:
             raise SystemExit("error: params.yaml differs from the commit; a reference recipe starts from the "
                              "committed params (git checkout params.yaml)")
-        command = ["dvc", "exp", "run", args.target, *[a for o in overrides for a in ("-S", o)]]
+        command = ["dvc", "exp", "run", *args.target, *[a for o in overrides for a in ("-S", o)]]
         print("running:", " ".join(command), flush=True)
         if subprocess.run(command).returncode:
             raise SystemExit(f"error: {' '.join(command)} failed; nothing collected")
