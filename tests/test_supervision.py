@@ -181,8 +181,9 @@ def test_setup_a_trains_on_p2_and_tests_on_the_inpainted_sets(tree_with_p2, tmp_
     results = run_train(tree_with_p2, tmp_path / "out", source="p2", supervision="weak")
     assert list(results) == ["p2"] and results["p2"].train_generators == ["p2"]
     out = tmp_path / "out"
-    paths = {k: out / f"{k}.json" for k in ("iou", "scores", "summary")}
-    paths.update(table=out / "table.md", heatmap=out / "heatmap.png", overlays=out / "overlays")
+    paths = {k: out / f"{k}.json" for k in ("iou", "scores", "summary", "cross_root")}
+    paths.update(table=out / "table.md", heatmap=out / "heatmap.png", overlays=out / "overlays",
+                 cross_root_table=out / "cross_root.md")
     evaluate.run(tree_with_p2, out / "models", paths, evaluate.EvaluateParams(overlay_images=2))
     table = json.loads(paths["iou"].read_text())
     assert set(table) == {"p2"} and set(table["p2"]) == {"lama", "mean"}
