@@ -95,10 +95,10 @@ class TrainParams:
         if self.synthetic + self.real >= 1:
             raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
                              f"got {self.synthetic} + {self.real}")
-        if self.supervision == "weak" and (self.synthetic or self.real):
-            raise ValueError(f"synthetic = {self.synthetic} and real = {self.real} need supervision full "
-                             "(weak batches are half real faces already, and self-blended fakes are "
-                             "mask-supervised); with supervision weak use synthetic 0 and real 0")
+        # (train.real does not apply to weak supervision: its batches are half real faces by construction.)
+        if self.supervision == "weak" and self.synthetic:
+            raise ValueError(f"synthetic = {self.synthetic} needs supervision full (self-blended fakes are "
+                             "mask-supervised); with supervision weak use synthetic 0")
         if not 0 <= self.degrade <= 1:
             raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
 
