@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 from localize.atomic import atomic_dir
+from localize.evaluation import percent
 
 # What a reference run keeps: metrics, the table, the heatmap, overlays and curves.
 RESULTS = ("metrics/summary.json", "metrics/iou.json", "metrics/scores.json", "metrics/table.md",
@@ -58,13 +59,6 @@ def collect(folder: Path, workspace: Path = Path(".")) -> None:
                 shutil.copy2(source, target)
 
 
-def _pct(value: float | None, ci: list | None = None) -> str:
-    if value is None:
-        return "–"
-    text = f"{100 * value:.1f}"
-    return text + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci and None not in ci else "")
-
-
 def compare(folders: list[Path]) -> str:
     """A Markdown table of the recipes' headlines (each `<folder>/results/summary.json`, or
     `<folder>/summary.json` for the default's `metrics`), IoU ×100."""
@@ -78,10 +72,11 @@ def compare(folders: list[Path]) -> str:
         s = json.loads((folder / "results" / "summary.json" if reference else folder / "summary.json").read_text())
         name = folder.name if reference else "default (`dvc repro`)"
         ind, out, real = s["in_domain"], s["held_out"], s["real_faces"]
-        lines.append(f"| {name} | {_pct(ind['iou'], [ind['low'], ind['high']])} "
-                     f"| {_pct(out['iou'], [out['low'], out['high']])} | {_pct(ind['prior'])} / {_pct(out['prior'])} "
-                     f"| {_pct(real['clean'], real.get('clean_ci'))} | {_pct(ind.get('auc'), ind.get('auc_ci'))} "
-                     f"| {_pct(out.get('auc'), out.get('auc_ci'))} |")
+        lines.append(f"| {name} | {percent(ind['iou'], [ind['low'], ind['high']])} "
+                     f"| {percent(out['iou'], [out['low'], out['high']])} "
+                     f"| {percent(ind['prior'])} / {percent(out['prior'])} "
+                     f"| {percent(real['clean'], real.get('clean_ci'))} | {percent(ind.get('auc'), ind.get('auc_ci'))} "
+                     f"| {percent(out.get('auc'), out.get('auc_ci'))} |")
     return "\n".join(lines) + "\n"
 
 
