@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ from localize.training import SplitData, TrainParams, fit  # noqa: E402
 
 # The measured budget: 12 epochs x 25 steps (300 steps of batch 16), width 32, one change per row.
 BUDGET = {"train.epochs": 12, "train.steps_per_epoch": 25, "model.width": 32}
+DEFAULT_RECIPE = {"model.arch": "unet-hp", "train.real": 0.25, "train.loss": "dice-bce", "train.schedule": "cosine",
+                  "model.width": 24}
 SEED_RECIPE = {"model.arch": "unet-seed", "train.loss": "dice", "train.real": 0.0, "train.schedule": "constant"}
 ROWS = {
     "seed": ("the seed's U-Net and recipe (Dice, no real faces, constant rate)", {}),
@@ -56,25 +59,51 @@ ROWS = {
                                                       "train.schedule": "cosine"}),
     "tta": ("Dice alone, real faces, cosine + flip averaging", {"model.arch": "unet-hp", "train.real": 0.25,
                                                                "train.schedule": "cosine", "evaluate.tta": "flip"}),
+    "steps2x": ("the default recipe, twice the steps (600)", {**DEFAULT_RECIPE, "train.epochs": 24}),
+    "steps4x": ("the default recipe, four times the steps (1200)", {**DEFAULT_RECIPE, "train.epochs": 48}),
+    "size128": ("the default recipe at 128 px (the demo's native crop)", {**DEFAULT_RECIPE, "preprocess.size": 128}),
+    "size128-2x": ("the default recipe at 128 px, twice the steps", {**DEFAULT_RECIPE, "preprocess.size": 128,
+                                                                     "train.epochs": 24}),
 }
 
 
-def row_params(params: Path, overrides: dict) -> tuple[ModelParams, TrainParams, str]:
+@dataclass(frozen=True)
+class Row:
+    model: ModelParams
+    train: TrainParams
+    tta: str = "none"
+    size: int | None = None  # preprocess.size; None = the --prepared arrays' own
+
+
+def row_params(params: Path, overrides: dict) -> Row:
     committed = yaml.safe_load(params.read_text())
     sections = {"model": dict(committed["model"]), "train": dict(committed["train"])}
-    tta = "none"
+    other = {}
     for key, value in {**SEED_RECIPE, **BUDGET, **overrides}.items():
         section, name = key.split(".")
-        if section == "evaluate":
-            tta = value
-        else:
+        if section in sections:
             sections[section][name] = value
-    return parse_section(ModelParams, sections["model"], "model"), parse_section(TrainParams, sections["train"],
-                                                                                  "train"), tta
+        else:
+            other[key] = value
+    return Row(parse_section(ModelParams, sections["model"], "model"),
+               parse_section(TrainParams, sections["train"], "train"),
+               other.get("evaluate.tta", "none"), other.get("preprocess.size"))
 
 
-def run_row(prepared: Prepared, split: str, gens: list[str], mp: ModelParams, tp: TrainParams, tta: str,
-            boot: Bootstrap) -> str:
+def prepared_at(size: int | None, default: Path, others: dict[int, Path]) -> Prepared:
+    """The row's arrays: --prepared, or the --prepared-at folder made at the row's preprocess.size."""
+    prepared = Prepared(default)
+    if size is None or size == prepared.size:
+        return prepared
+    if size not in others:
+        raise SystemExit(f"this row needs arrays at {size} px: make them with the preprocess stage at "
+                         f"preprocess.size={size} (python -m stages.preprocess with that params.yaml) "
+                         f"and pass --prepared-at {size}=<its --out folder>")
+    return Prepared(others[size])
+
+
+def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap) -> str:
+    mp, tp = row.model, row.train
     device = torch.device("cpu")
     rt = Runtime(device, pick_precision(tp.precision, device), setup_threads(tp.threads))
     data = SplitData(train=[prepared.arrays(g, "train") for g in gens],
@@ -85,7 +114,7 @@ def run_row(prepared: Prepared, split: str, gens: list[str], mp: ModelParams, tp
     seconds = time.perf_counter() - start
     model = build_model(mp)
     model.load_state_dict(weights)
-    scores = score_model(with_tta(model, tta), prepared, 0.5, 64, "max")
+    scores = score_model(with_tta(model, row.tta), prepared, 0.5, 64, "max")
 
     def cell(chosen: list[str]) -> str:
         if not chosen:
@@ -105,21 +134,24 @@ def run_row(prepared: Prepared, split: str, gens: list[str], mp: ModelParams, tp
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
+    ap.add_argument("--prepared-at", nargs="*", default=[], metavar="SIZE=FOLDER",
+                    help="arrays made at another preprocess.size, for the rows that set one")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--split", default="no-poisson")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
-    prepared = Prepared(args.prepared)
-    gens = training_splits(prepared.generators)[args.split]
-    boot = Bootstrap(prepared, 1000, 0)
+    others = {int(size): Path(folder) for size, folder in (spec.split("=", 1) for spec in args.prepared_at)}
+    gens = training_splits(Prepared(args.prepared).generators)[args.split]
     print(f"split {args.split}; budget {BUDGET}; IoU x100 with 95% intervals over test images")
     print("| row | what changes | own generators | never seen | real faces clean | training time |")
     print("|---|---|---|---|---|---|")
     for name in args.rows:
         what, overrides = ROWS[name]
-        mp, tp, tta = row_params(args.params, overrides)
-        print(f"| {name} | {what} | {run_row(prepared, args.split, gens, mp, tp, tta, boot)} |")
+        row = row_params(args.params, overrides)
+        prepared = prepared_at(row.size, args.prepared, others)
+        boot = Bootstrap(prepared, 1000, 0)  # resamples test images by index: the same draws at any size
+        print(f"| {name} | {what} | {run_row(prepared, args.split, gens, row, boot)} |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,15 @@ class ModelScores:
     detection: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image detection score
     real_detection: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: detection score
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
+    # At a second threshold (one chosen on valid: `valid_threshold`), IoU and real faces only; None if not asked.
+    second: SecondThreshold | None = None
+
+
+@dataclass
+class SecondThreshold:
+    threshold: float
+    ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU at `threshold`
+    real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
 
 
 def image_scores(prob: np.ndarray, how: str) -> np.ndarray:
@@ -50,21 +59,31 @@ def image_scores(prob: np.ndarray, how: str) -> np.ndarray:
     return flat.max(1) if how == "max" else flat.mean(1)
 
 
+def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Per map, the share of its pixels at or above `threshold` (0 = a real face left clean)."""
+    return binarize(prob, threshold).reshape(len(prob), -1).mean(1)
+
+
 def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
-                keep: int = 0) -> ModelScores:
+                keep: int = 0, second_threshold: float | None = None) -> ModelScores:
     out = ModelScores()
+    second = out.second = None if second_threshold is None else SecondThreshold(second_threshold)
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
-        out.real_flagged = binarize(real_probs, threshold).reshape(len(real_probs), -1).mean(1)
+        out.real_flagged = flagged_share(real_probs, threshold)
         real_scores = image_scores(real_probs, detection)
         out.real_detection = real_scores
+        if second:
+            second.real_flagged = flagged_share(real_probs, second.threshold)
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
-        ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
+        ious, f1s, fake_scores, hist, kept, second_ious = [], [], [], PixelHistogram(), [], []
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
             pred = binarize(prob, threshold)
             ious.append(iou_per_image(pred, true))
+            if second:
+                second_ious.append(iou_per_image(binarize(prob, second.threshold), true))
             f1s.append(f1_per_image(pred, true))
             fake_scores.append(image_scores(prob, detection))
             hist.update(prob, true)
@@ -74,6 +93,8 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         out.ious[gen] = np.concatenate(ious)
         out.detection[gen] = fake_scores
         out.overlays[gen] = np.array(kept)
+        if second:
+            second.ious[gen] = np.concatenate(second_ious)
         out.cells[gen] = {
             "f1": float(np.concatenate(f1s).mean()),
             "ap": hist.average_precision(),
@@ -81,6 +102,34 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
             "auc": roc_auc(np.r_[fake_scores, real_scores], labels),
         }
     return out
+
+
+# Where a threshold chosen on valid may lie. A coarse grid: valid sets are small, a finer one would fit noise.
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def _mean_iou_per_threshold(model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int) -> np.ndarray:
+    sums = np.zeros(len(THRESHOLDS))
+    for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
+        sums += [iou_per_image(binarize(prob, t), true).sum() for t in THRESHOLDS]
+    return sums / max(len(images), 1)
+
+
+def valid_threshold(model: nn.Module, prepared: Prepared, generators: list[str], batch_size: int) -> float | None:
+    """The threshold in THRESHOLDS that maximizes, on the valid split of the model's own generators,
+    the training stage's selection score (fakes' mean IoU and real faces left clean, weighted
+    equally: localize.training.validate); ties go to the value nearest 0.5. None without valid fakes.
+
+    It is chosen without the test set, and reported beside Dolos' fixed 0.5, never instead of it."""
+    fakes = [_mean_iou_per_threshold(model, *prepared.arrays(g, "valid"), batch_size) * prepared.splits[g]["valid"]
+             for g in generators if prepared.has(g, "valid")]
+    if not fakes:
+        return None
+    score = np.sum(fakes, axis=0) / sum(prepared.splits[g]["valid"] for g in generators if prepared.has(g, "valid"))
+    if prepared.has(REAL, "valid"):
+        score = (score + _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size)) / 2
+    best = max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))
+    return THRESHOLDS[best]
 
 
 def trivial_ious(prepared: Prepared) -> dict[str, dict[str, np.ndarray]]:
@@ -124,13 +173,13 @@ class Bootstrap:
         means = np.mean([bootstrap_means(values, self.resamples[name]) for name, values in cells], axis=0)
         return percentile_interval(means)
 
-    def auc_interval(self, cells: list[tuple[str, np.ndarray]], reals: np.ndarray) -> tuple[float, float]:
-        """95% interval of the mean detection AUC over `cells`, each (generator, its fakes' scores)
-        against the real test faces' `reals`: fakes and reals resampled as every other interval is."""
-        if not cells or not len(reals):
+    def auc_interval(self, cells: list[tuple[str, np.ndarray, np.ndarray]]) -> tuple[float, float]:
+        """95% interval of the mean detection AUC over `cells`, each (generator, its fakes' scores, the
+        real test faces' scores from the same model): fakes and reals resampled as every other interval is."""
+        if not cells or not all(len(reals) for _, _, reals in cells):
             return math.nan, math.nan
-        aucs = np.mean([bootstrap_aucs(scores, reals, self.resamples[name], self.resamples[REAL])
-                        for name, scores in cells], axis=0)
+        aucs = np.mean([bootstrap_aucs(fakes, reals, self.resamples[name], self.resamples[REAL])
+                        for name, fakes, reals in cells], axis=0)
         return percentile_interval(aucs)
 
 
@@ -149,7 +198,8 @@ def mean_of(cells: list[tuple[str, np.ndarray]]) -> float:
     return float(np.mean([values.mean() for _, values in cells])) if cells else math.nan
 
 
-def _rounded(x: float) -> float | None:
+def rounded(x: float) -> float | None:
+    """A score for JSON: 6 decimals, None for NaN (JSON has no NaN)."""
     return None if math.isnan(x) else round(float(x), 6)
 
 
@@ -157,16 +207,16 @@ def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
     """One model's scores on one test set, compact, for the tables beyond the clean one (robustness,
     other roots): per generator IoU with its interval and AP; the mean over generators with its
     interval; the real-face column (share with no pixel flagged) with its interval."""
-    gens = {g: {"iou": _rounded(ious.mean()), "iou_ci": [_rounded(v) for v in boot.interval([(g, ious)])],
-                "ap": _rounded(scores.cells[g]["ap"])} for g, ious in scores.ious.items()}
+    gens = {g: {"iou": rounded(ious.mean()), "iou_ci": [rounded(v) for v in boot.interval([(g, ious)])],
+                "ap": rounded(scores.cells[g]["ap"])} for g, ious in scores.ious.items()}
     cells = list(scores.ious.items())
     aps = [g["ap"] for g in gens.values() if g["ap"] is not None]
-    out = {"generators": gens, "iou": _rounded(mean_of(cells)),
-           "iou_ci": [_rounded(v) for v in boot.interval(cells)],
-           "ap": _rounded(float(np.mean(aps))) if aps else None}
+    out = {"generators": gens, "iou": rounded(mean_of(cells)),
+           "iou_ci": [rounded(v) for v in boot.interval(cells)],
+           "ap": rounded(float(np.mean(aps))) if aps else None}
     clean = (scores.real_flagged == 0).astype(np.float64)
-    out["real_clean"] = _rounded(clean.mean()) if len(clean) else None
-    out["real_clean_ci"] = [_rounded(v) for v in boot.interval([(REAL, clean)])] if len(clean) else [None, None]
+    out["real_clean"] = rounded(clean.mean()) if len(clean) else None
+    out["real_clean_ci"] = [rounded(v) for v in boot.interval([(REAL, clean)])] if len(clean) else [None, None]
     return out
 
 

@@ -38,14 +38,17 @@ from localize.evaluation import (
     held_out_cells,
     in_domain_cells,
     mean_of,
+    percent,
     prior_ious,
+    rounded,
     score_model,
     test_generators,
     trivial_ious,
+    valid_threshold,
 )
 from localize.inference import with_tta
 from localize.layout import REAL
-from localize.metrics import binarize, bootstrap_aucs, check_threshold, percentile_interval
+from localize.metrics import binarize, check_threshold
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import start
 from localize.prepared import Prepared
@@ -101,12 +104,8 @@ def _mean_row(row: dict[str, np.ndarray]) -> dict[str, float]:
     return {**cells, "mean": float(np.mean(list(cells.values()))) if cells else math.nan}
 
 
-def _finite(x: float) -> float | None:
-    return None if math.isnan(x) else round(x, 6)
-
-
 def _interval(pair: tuple[float, float]) -> list[float | None]:
-    return [_finite(pair[0]), _finite(pair[1])]
+    return [rounded(pair[0]), rounded(pair[1])]
 
 
 def iou_table(r: Results) -> dict[str, dict[str, float]]:
@@ -119,25 +118,54 @@ def real_faces(r: Results, split: str) -> dict:
     if not len(flagged):
         return {"clean": None, "clean_ci": [None, None], "fake_area": None}
     clean = (flagged == 0).astype(np.float64)
-    return {"clean": _finite(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
-            "fake_area": _finite(float(flagged.mean()))}
+    return {"clean": rounded(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
+            "fake_area": rounded(float(flagged.mean()))}
 
 
 def detailed_scores(r: Results) -> dict:
     """scores.json: every cell with its interval and its prior, the real-face column, the baselines."""
     out: dict = {}
     for split, s in r.scores.items():
-        out[split] = {gen: {"iou": _finite(float(ious.mean())), "iou_ci": _interval(r.boot.interval([(gen, ious)])),
-                            "prior_iou": _finite(float(r.priors[split][gen].mean())),
-                            **{k: _finite(v) for k, v in s.cells[gen].items()},
-                            "auc_ci": _interval(r.boot.auc_interval([(gen, s.detection[gen])], s.real_detection))}
+        out[split] = {gen: {"iou": rounded(float(ious.mean())), "iou_ci": _interval(r.boot.interval([(gen, ious)])),
+                            "prior_iou": rounded(float(r.priors[split][gen].mean())),
+                            **{k: rounded(v) for k, v in s.cells[gen].items()},
+                            "auc_ci": _interval(r.boot.auc_interval([(gen, s.detection[gen], s.real_detection)]))}
                       for gen, ious in s.ious.items()}
         out[split][REAL] = real_faces(r, split)
+        out[split]["valid_threshold"] = _second_threshold_record(r, split)
     out["baselines"] = {
         "prior": {split: _mean_row(p) for split, p in r.priors.items()},
         "prior_area": r.prior_area,
         **{name: _mean_row(row) for name, row in r.trivial.items()},
     }
+    return out
+
+
+def _second_threshold_record(r: Results, split: str) -> dict | None:
+    """A split's scores at the threshold chosen on its valid set (None when there was none to choose on)."""
+    second = r.scores[split].second
+    if second is None:
+        return None
+    clean = (second.real_flagged == 0).astype(np.float64)
+    return {"threshold": second.threshold,
+            "iou": {g: rounded(float(v.mean())) for g, v in second.ious.items()},
+            "real_clean": rounded(float(clean.mean())) if len(clean) else None}
+
+
+def at_valid_thresholds(r: Results) -> dict | None:
+    """summary.json's `valid_threshold`: the headline means with each model at the threshold chosen on
+    its own valid set (localize.evaluation.valid_threshold). Not Dolos' protocol, which fixes 0.5."""
+    if any(s.second is None for s in r.scores.values()):
+        return None
+    ious = {split: s.second.ious for split, s in r.scores.items()}
+    out: dict = {"thresholds": {split: s.second.threshold for split, s in r.scores.items()}}
+    for name, chosen in (("in_domain", in_domain_cells(ious)), ("held_out", held_out_cells(ious, r.generators))):
+        low, high = r.boot.interval(chosen)
+        out[name] = {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high)}
+    clean = [(REAL, (s.second.real_flagged == 0).astype(np.float64)) for s in r.scores.values()]
+    if all(len(c) for _, c in clean):
+        out["real_faces_clean"] = rounded(float(np.mean([c.mean() for _, c in clean])))
+        out["real_faces_clean_ci"] = _interval(r.boot.interval(clean))
     return out
 
 
@@ -151,16 +179,17 @@ def headline(r: Results, detailed: dict) -> dict:
     out: dict = {}
     for name, chosen in cells.items():
         low, high = r.boot.interval(chosen)
-        out[name] = {"iou": _finite(mean_of(chosen)), "low": _finite(low), "high": _finite(high),
-                     "prior": _finite(mean_of(priors[name])), **_detection(r, chosen_splits(name, r))}
+        out[name] = {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high),
+                     "prior": rounded(mean_of(priors[name])), **_detection(r, chosen_splits(name, r))}
     reals = [detailed[split][REAL] for split in r.scores]
     has_reals = reals[0]["clean"] is not None
-    out["real_faces"] = {key: _finite(float(np.mean([x[key] for x in reals]))) if has_reals else None
+    out["real_faces"] = {key: rounded(float(np.mean([x[key] for x in reals]))) if has_reals else None
                          for key in ("clean", "fake_area")}
     if has_reals:  # the interval of the mean over models: every model sees the same resampled real faces
         clean = [(REAL, (s.real_flagged == 0).astype(np.float64)) for s in r.scores.values()]
         out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
-    out["baselines"] = {name: _finite(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
+    out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
+    out["valid_threshold"] = at_valid_thresholds(r)
     out["runtime"] = runtime_record(r.models)
     return out
 
@@ -178,11 +207,10 @@ def _detection(r: Results, chosen: list[tuple[str, str]]) -> dict:
     if not chosen or not len(r.scores[chosen[0][0]].real_detection):
         return {"auc": None, "auc_ci": [None, None]}
     aucs = [r.scores[split].cells[gen]["auc"] for split, gen in chosen]
-    # Each cell against its own model's real-face scores; the interval averages the cells per draw.
-    per_draw = np.mean([bootstrap_aucs(r.scores[split].detection[gen], r.scores[split].real_detection,
-                                       r.boot.resamples[gen], r.boot.resamples[REAL]) for split, gen in chosen],
-                       axis=0)
-    return {"auc": _finite(float(np.mean(aucs))), "auc_ci": _interval(percentile_interval(per_draw))}
+    # Each cell against its own model's real-face scores.
+    interval = r.boot.auc_interval([(gen, r.scores[split].detection[gen], r.scores[split].real_detection)
+                                    for split, gen in chosen])
+    return {"auc": rounded(float(np.mean(aucs))), "auc_ci": _interval(interval)}
 
 
 def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:
@@ -193,12 +221,6 @@ def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:
             "evaluate_device": "cpu", "evaluate_precision": "fp32"}
 
 
-def _cell(value: float, ci: tuple[float, float] | None = None) -> str:
-    if math.isnan(value):
-        return "–"
-    return f"{100 * value:.1f}" + (f" ({100 * ci[0]:.1f}–{100 * ci[1]:.1f})" if ci else "")
-
-
 def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
     """table.md, rendered from what `detailed_scores` and `headline` computed."""
     gens = r.generators
@@ -207,31 +229,44 @@ def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
     for split, s in r.scores.items():
         cells = []
         for g in gens:
-            cell = _cell(float(s.ious[g].mean()), r.boot.interval([(g, s.ious[g])])) if g in s.ious else "–"
+            cell = percent(float(s.ious[g].mean()), r.boot.interval([(g, s.ious[g])])) if g in s.ious else "–"
             # In-domain cells in bold, held-out (generalization) cells in italics.
             cells.append(f"**{cell}**" if g == split else f"*{cell}*" if held_out(split, gens) == g else cell)
         real = detailed[split][REAL]
-        clean = "–" if real["clean"] is None else _cell(real["clean"], tuple(real["clean_ci"]))
+        clean = "–" if real["clean"] is None else percent(real["clean"], tuple(real["clean_ci"]))
         own = [g for g in r.models[split].train_generators if g in r.priors[split]]
         prior_own = np.mean([r.priors[split][g].mean() for g in own]) if own else math.nan
-        lines.append(f"| {split} | " + " | ".join(cells) + f" | {_cell(_mean_row(s.ious)['mean'])} | {clean} | "
-                     f"{_cell(prior_own)} |")
+        lines.append(f"| {split} | " + " | ".join(cells) + f" | {percent(_mean_row(s.ious)['mean'])} | {clean} | "
+                     f"{percent(prior_own)} |")
     in_domain_prior = {g: r.priors[g][g] for g in gens if g in r.priors}
     baselines = {"prior (fit on that generator's masks)": in_domain_prior, **r.trivial}
     real_clean = {"prior (fit on that generator's masks)": "0", "all-fake": "0", "all-real": "100"}
     for name, row in baselines.items():
-        cells = [_cell(float(row[g].mean())) if g in row else "–" for g in gens]
-        lines.append(f"| _baseline: {name}_ | " + " | ".join(cells) + f" | {_cell(_mean_row(row)['mean'])} | "
+        cells = [percent(float(row[g].mean())) if g in row else "–" for g in gens]
+        lines.append(f"| _baseline: {name}_ | " + " | ".join(cells) + f" | {percent(_mean_row(row)['mean'])} | "
                      f"{real_clean[name]} | |")
     notes = [_headline_note(name.replace("_", "-"), summary[name]) for name in ("in_domain", "held_out")]
-    return "\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes) + ".\n"
+    return ("\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes)
+            + ".\n" + _valid_threshold_note(summary["valid_threshold"]))
+
+
+def _valid_threshold_note(part: dict | None) -> str:
+    if part is None:
+        return ""
+    chosen = sorted(set(part["thresholds"].values()))
+    real = percent(part.get("real_faces_clean"), part.get("real_faces_clean_ci"))
+    return (f"\nNot the protocol, reported apart: with each model at the threshold chosen on its own valid set "
+            f"({', '.join(f'{t:g}' for t in chosen)}), in-domain mean "
+            f"{percent(part['in_domain']['iou'], (part['in_domain']['low'], part['in_domain']['high']))}, held-out "
+            f"{percent(part['held_out']['iou'], (part['held_out']['low'], part['held_out']['high']))}, "
+            f"real faces clean {real}.\n")
 
 
 def _headline_note(name: str, part: dict) -> str:
     if part["iou"] is None:
         return f"{name} mean –"
-    return (f"{name} mean {_cell(part['iou'], (part['low'], part['high']))} "
-            f"against {_cell(part['prior'])} for the prior of the same splits")
+    return (f"{name} mean {percent(part['iou'], (part['low'], part['high']))} "
+            f"against {percent(part['prior'])} for the prior of the same splits")
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -270,8 +305,10 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple
         if saved.size != prepared.size:
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
         models[saved.split] = saved
-        scores[saved.split] = score_model(with_tta(model, ep.tta), prepared, ep.threshold, ep.batch_size,
-                                          ep.detection_score, keep=ep.overlay_images)
+        model = with_tta(model, ep.tta)
+        second = valid_threshold(model, prepared, saved.train_generators, ep.batch_size)
+        scores[saved.split] = score_model(model, prepared, ep.threshold, ep.batch_size, ep.detection_score,
+                                          keep=ep.overlay_images, second_threshold=second)
         ious = scores[saved.split].ious
         print(f"{saved.split:>20}: " + "  ".join(f"{g} {100 * v.mean():.1f}" for g, v in ious.items()))
     priors = {split: prior_ious(prepared, m.train_generators) for split, m in models.items()}
@@ -284,7 +321,7 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple
 def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
     prepared, r = score_all(prepared_dir, models_dir, ep)
     table = iou_table(r)
-    write_json(out["iou"], {s: {g: _finite(v) for g, v in row.items()} for s, row in table.items()})
+    write_json(out["iou"], {s: {g: rounded(v) for g, v in row.items()} for s, row in table.items()})
     detailed = detailed_scores(r)
     summary = headline(r, detailed)
     write_json(out["scores"], detailed)
