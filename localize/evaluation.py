@@ -42,12 +42,12 @@ class ModelScores:
     detection: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image detection score
     real_detection: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: detection score
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
-    # At a second threshold (one chosen on valid: `valid_threshold`), IoU and real faces only; None if not asked.
-    second: SecondThreshold | None = None
+    # At other thresholds (chosen on valid: `valid_thresholds`), IoU and real faces only, by name.
+    other: dict[str, OtherThreshold] = field(default_factory=dict)
 
 
 @dataclass
-class SecondThreshold:
+class OtherThreshold:
     threshold: float
     ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU at `threshold`
     real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
@@ -65,25 +65,25 @@ def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
-                keep: int = 0, second_threshold: float | None = None) -> ModelScores:
-    out = ModelScores()
-    second = out.second = None if second_threshold is None else SecondThreshold(second_threshold)
+                keep: int = 0, other_thresholds: dict[str, float] | None = None) -> ModelScores:
+    out = ModelScores(other={name: OtherThreshold(t) for name, t in (other_thresholds or {}).items()})
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
         out.real_flagged = flagged_share(real_probs, threshold)
         real_scores = image_scores(real_probs, detection)
         out.real_detection = real_scores
-        if second:
-            second.real_flagged = flagged_share(real_probs, second.threshold)
+        for other in out.other.values():
+            other.real_flagged = flagged_share(real_probs, other.threshold)
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
-        ious, f1s, fake_scores, hist, kept, second_ious = [], [], [], PixelHistogram(), [], []
+        ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
+        other_ious = {name: [] for name in out.other}
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
             pred = binarize(prob, threshold)
             ious.append(iou_per_image(pred, true))
-            if second:
-                second_ious.append(iou_per_image(binarize(prob, second.threshold), true))
+            for name, other in out.other.items():
+                other_ious[name].append(iou_per_image(binarize(prob, other.threshold), true))
             f1s.append(f1_per_image(pred, true))
             fake_scores.append(image_scores(prob, detection))
             hist.update(prob, true)
@@ -93,8 +93,8 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         out.ious[gen] = np.concatenate(ious)
         out.detection[gen] = fake_scores
         out.overlays[gen] = np.array(kept)
-        if second:
-            second.ious[gen] = np.concatenate(second_ious)
+        for name, other in out.other.items():
+            other.ious[gen] = np.concatenate(other_ious[name])
         out.cells[gen] = {
             "f1": float(np.concatenate(f1s).mean()),
             "ap": hist.average_precision(),
@@ -115,21 +115,28 @@ def _mean_iou_per_threshold(model: nn.Module, images: np.ndarray, masks: np.ndar
     return sums / max(len(images), 1)
 
 
-def valid_threshold(model: nn.Module, prepared: Prepared, generators: list[str], batch_size: int) -> float | None:
-    """The threshold in THRESHOLDS that maximizes, on the valid split of the model's own generators,
-    the training stage's selection score (fakes' mean IoU and real faces left clean, weighted
-    equally: localize.training.validate); ties go to the value nearest 0.5. None without valid fakes.
+def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str], batch_size: int,
+                     ) -> dict[str, float]:
+    """Two thresholds from THRESHOLDS, each the best on the valid split of the model's own generators:
+    `iou`, for the fakes' mean IoU alone (the table's measure); `selection`, for the training stage's
+    selection score (fakes' IoU and real faces left clean, weighted equally: localize.training.validate).
+    Ties go to the value nearest 0.5. Empty without valid fakes.
 
-    It is chosen without the test set, and reported beside Dolos' fixed 0.5, never instead of it."""
-    fakes = [_mean_iou_per_threshold(model, *prepared.arrays(g, "valid"), batch_size) * prepared.splits[g]["valid"]
-             for g in generators if prepared.has(g, "valid")]
-    if not fakes:
-        return None
-    score = np.sum(fakes, axis=0) / sum(prepared.splits[g]["valid"] for g in generators if prepared.has(g, "valid"))
+    They are chosen without the test set, and reported beside Dolos' fixed 0.5, never instead of it."""
+    chosen = [g for g in generators if prepared.has(g, "valid")]
+    if not chosen:
+        return {}
+    counts = [prepared.splits[g]["valid"] for g in chosen]
+    fakes = sum(_mean_iou_per_threshold(model, *prepared.arrays(g, "valid"), batch_size) * n
+                for g, n in zip(chosen, counts)) / sum(counts)
+    selection = fakes
     if prepared.has(REAL, "valid"):
-        score = (score + _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size)) / 2
-    best = max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))
-    return THRESHOLDS[best]
+        selection = (fakes + _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size)) / 2
+
+    def best(score: np.ndarray) -> float:
+        return THRESHOLDS[max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))]
+
+    return {"iou": best(fakes), "selection": best(selection)}
 
 
 def trivial_ious(prepared: Prepared) -> dict[str, dict[str, np.ndarray]]:

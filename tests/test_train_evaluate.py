@@ -61,9 +61,10 @@ def test_table_trains_every_single_and_leave_one_out_split(prepared, tmp_path):
     assert summary["runtime"] == {"train_device": "cpu", "train_precision": "fp32", "train_threads": 1,
                                   "evaluate_device": "cpu", "evaluate_precision": "fp32"}
     assert 0 <= summary["real_faces"]["clean"] <= 1
-    tuned = summary["valid_threshold"]  # each model at a threshold chosen on its valid set, reported apart
-    assert set(tuned["thresholds"]) == set(results)
-    assert tuned["in_domain"]["low"] <= tuned["in_domain"]["iou"] <= tuned["in_domain"]["high"]
+    tuned = summary["valid_thresholds"]  # each model at thresholds chosen on its valid set, reported apart
+    assert set(tuned) == {"iou", "selection"}
+    assert set(tuned["iou"]["thresholds"]) == set(results)
+    assert tuned["iou"]["in_domain"]["low"] <= tuned["iou"]["in_domain"]["iou"] <= tuned["iou"]["in_domain"]["high"]
     assert "threshold chosen on its own valid set" in (tmp_path / "table.md").read_text()
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert {"iou", "iou_ci", "prior_iou", "f1", "ap", "best_f1", "auc"} <= set(scores["alpha"]["alpha"])
@@ -230,22 +231,25 @@ class HalfBrightness(torch.nn.Module):
         return torch.log(p / (1 - p))
 
 
-def test_a_threshold_chosen_on_valid_is_scored_beside_the_fixed_one(prepared):
-    from localize.evaluation import score_model, valid_threshold
+def test_thresholds_chosen_on_valid_are_scored_beside_the_fixed_one(prepared):
+    from localize.evaluation import score_model, valid_thresholds
     from localize.prepared import Prepared
 
     p = Prepared(prepared)
-    # Every threshold from 0.25 to 0.40 separates patch from background on valid (score 1);
-    # the tie goes to the one nearest 0.5.
-    assert valid_threshold(HalfBrightness(), p, ["alpha"], batch_size=4) == 0.4
-    assert valid_threshold(HalfBrightness(), p, [], batch_size=4) is None
-    scores = score_model(HalfBrightness(), p, 0.5, 4, "max", second_threshold=0.4)
+    # Every threshold from 0.25 to 0.40 separates patch from background on valid (fakes' IoU 1, every
+    # real face clean), for both ways of choosing; the tie goes to the one nearest 0.5.
+    assert valid_thresholds(HalfBrightness(), p, ["alpha"], batch_size=4) == {"iou": 0.4, "selection": 0.4}
+    assert valid_thresholds(HalfBrightness(), p, [], batch_size=4) == {}
+    scores = score_model(HalfBrightness(), p, 0.5, 4, "max", other_thresholds={"iou": 0.4, "low": 1e-9})
     # At Dolos' 0.5 nothing is flagged: IoU 0 on every fake; at 0.4 exactly the patch: IoU 1.
     assert all((v == 0).all() for v in scores.ious.values())
-    assert scores.second.threshold == 0.4
-    assert all((v == 1).all() for v in scores.second.ious.values())
-    assert (scores.second.real_flagged == 0).all() and (scores.real_flagged == 0).all()
-    assert score_model(HalfBrightness(), p, 0.5, 4, "max").second is None
+    assert scores.other["iou"].threshold == 0.4
+    assert all((v == 1).all() for v in scores.other["iou"].ious.values())
+    assert (scores.other["iou"].real_flagged == 0).all() and (scores.real_flagged == 0).all()
+    # Near 0 every pixel is flagged: every real face fails, fakes score their mask's share (an 8x8 patch in 16x16).
+    assert (scores.other["low"].real_flagged == 1).all()
+    assert all(np.allclose(v, 0.25) for v in scores.other["low"].ious.values())
+    assert score_model(HalfBrightness(), p, 0.5, 4, "max").other == {}
 
 
 def test_a_split_without_train_images_is_refused_before_any_split_trains(prepared, tmp_path):
