@@ -60,7 +60,7 @@ def image_scores(prob: np.ndarray, how: str) -> np.ndarray:
 
 
 def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Per map, the share of its pixels at or above `threshold` (0 = a real face left clean)."""
+    """Per map, the share of its pixels above `threshold` (0 = a real face left clean)."""
     return binarize(prob, threshold).reshape(len(prob), -1).mean(1)
 
 

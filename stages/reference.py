@@ -27,8 +27,9 @@ RESULTS = ("metrics/summary.json", "metrics/iou.json", "metrics/scores.json", "m
            "plots/evaluate/iou_heatmap.png", "plots/evaluate/overlays", "plots/train/curves.png")
 
 
-# Kept too when the run included the robustness stage (--target evaluate robustness).
-OPTIONAL = ("metrics/robustness.json", "metrics/robustness.md", "plots/robustness")
+# Kept too when the run included the robustness stage (--target evaluate robustness). Only then:
+# the workspace always holds these files (the default's are committed), so their presence says nothing.
+ROBUSTNESS = ("metrics/robustness.json", "metrics/robustness.md", "plots/robustness")
 
 
 def read_overrides(path: Path) -> list[str]:
@@ -45,13 +46,15 @@ def read_overrides(path: Path) -> list[str]:
     return overrides
 
 
-def collect(folder: Path, workspace: Path = Path(".")) -> None:
-    """Copy the workspace's results into `folder`, beside its overrides (all or nothing)."""
-    missing = [r for r in RESULTS if not (workspace / r).exists()]
+def collect(folder: Path, workspace: Path = Path("."), robustness: bool = False) -> None:
+    """Copy the workspace's results into `folder`, beside its overrides (all or nothing); with
+    `robustness`, the robustness stage's too (the run reproduced that stage)."""
+    wanted = [*RESULTS, *(ROBUSTNESS if robustness else ())]
+    missing = [r for r in wanted if not (workspace / r).exists()]
     if missing:
         raise FileNotFoundError(f"no results to collect: {', '.join(missing)} missing; run the pipeline first")
     with atomic_dir(folder / "results") as tmp:
-        for result in [*RESULTS, *(r for r in OPTIONAL if (workspace / r).exists())]:
+        for result in wanted:
             source, target = workspace / result, tmp / Path(result).name
             if source.is_dir():
                 shutil.copytree(source, target)
@@ -83,7 +86,8 @@ def compare(folders: list[Path]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="metrics/reference/<name>, holding `overrides`")
-    ap.add_argument("--collect", action="store_true", help="only copy the workspace's results")
+    ap.add_argument("--collect", action="store_true",
+                    help="only copy the workspace's results (with --target evaluate robustness, that stage's too)")
     ap.add_argument("--target", nargs="+", default=["evaluate"],
                     help="the stages to reproduce (default evaluate: the table, not the robustness sweep; "
                          "`evaluate robustness` for both: robustness does not depend on evaluate)")
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         if subprocess.run(command).returncode:
             raise SystemExit(f"error: {' '.join(command)} failed; nothing collected")
     try:
-        collect(args.folder)
+        collect(args.folder, robustness="robustness" in args.target)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"results of {' '.join(overrides)} in {args.folder / 'results'}")

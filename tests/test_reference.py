@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stages.reference import RESULTS, collect, compare, read_overrides
+from stages.reference import RESULTS, ROBUSTNESS, collect, compare, read_overrides
 
 
 def test_overrides_are_key_value_lines_with_comments(tmp_path):
@@ -35,6 +35,14 @@ def test_collect_copies_every_result_or_nothing(tmp_path):
     collect(folder, workspace)
     assert (folder / "results" / "table.md").read_text() == "metrics/table.md"
     assert (folder / "results" / "overlays" / "telea.png").read_bytes() == b"png"
+
+    # The workspace's robustness files (the default's are committed) are kept only from a run of that stage.
+    for result in ROBUSTNESS:
+        (workspace / result).write_text(result)
+    collect(folder, workspace)
+    assert not (folder / "results" / "robustness.json").exists()
+    collect(folder, workspace, robustness=True)
+    assert (folder / "results" / "robustness.json").read_text() == "metrics/robustness.json"
 
     (workspace / "metrics" / "table.md").unlink()
     with pytest.raises(FileNotFoundError, match="metrics/table.md missing"):
