@@ -152,14 +152,15 @@ def _other_threshold_record(other: OtherThreshold) -> dict:
 
 def at_valid_thresholds(r: Results) -> dict:
     """summary.json's `valid_thresholds`: per way of choosing (localize.evaluation.valid_thresholds), the
-    headline means with each model at its own choice. Not Dolos' protocol, which fixes 0.5."""
+    headline means with each model at its own choice (each model's threshold is in scores.json, so
+    that `dvc metrics show` stays one glance). Not Dolos' protocol, which fixes 0.5."""
     names = set.intersection(*(set(s.other) for s in r.scores.values()))
     return {name: _at_threshold(r, {split: s.other[name] for split, s in r.scores.items()}) for name in sorted(names)}
 
 
 def _at_threshold(r: Results, others: dict[str, OtherThreshold]) -> dict:
     ious = {split: other.ious for split, other in others.items()}
-    out: dict = {"thresholds": {split: other.threshold for split, other in others.items()}}
+    out: dict = {}
     for name, chosen in (("in_domain", in_domain_cells(ious)), ("held_out", held_out_cells(ious, r.generators))):
         low, high = r.boot.interval(chosen)
         out[name] = {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high)}
@@ -248,19 +249,21 @@ def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
                      f"{real_clean[name]} | |")
     notes = [_headline_note(name.replace("_", "-"), summary[name]) for name in ("in_domain", "held_out")]
     return ("\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes)
-            + ".\n" + _valid_thresholds_note(summary["valid_thresholds"]))
+            + ".\n" + _valid_thresholds_note(summary["valid_thresholds"], detailed))
 
 
 # How the table's note names each way of choosing a threshold on valid.
 CHOSEN_FOR = {"iou": "the fakes' IoU", "selection": "the selection score (fakes' IoU and real faces clean, equally)"}
 
 
-def _valid_thresholds_note(parts: dict) -> str:
+def _valid_thresholds_note(parts: dict, detailed: dict) -> str:
     if not parts:
         return ""
     lines = ["\nNot the protocol, reported apart: each model at a threshold chosen on its own valid set."]
     for name, part in parts.items():
-        chosen = ", ".join(f"{t:g}" for t in sorted(set(part["thresholds"].values())))
+        thresholds = {row["valid_thresholds"][name]["threshold"] for split, row in detailed.items()
+                      if split != "baselines"}
+        chosen = ", ".join(f"{t:g}" for t in sorted(thresholds))
         ind, out = part["in_domain"], part["held_out"]
         lines.append(f"- best for {CHOSEN_FOR[name]} ({chosen}): in-domain mean "
                      f"{percent(ind['iou'], (ind['low'], ind['high']))}, held-out "
