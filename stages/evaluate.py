@@ -114,11 +114,22 @@ def iou_table(r: Results) -> dict[str, dict[str, float]]:
     return {split: _mean_row(ious) for split, ious in r.ious().items()}
 
 
+def _clean(flagged: np.ndarray) -> np.ndarray:
+    """Per real face, 1 if no pixel was flagged, else 0 (Dolos' IoU of a real face)."""
+    return (flagged == 0).astype(np.float64)
+
+
+def _mean_with_interval(r: Results, chosen: list[tuple[str, np.ndarray]]) -> dict:
+    """The mean over `chosen` cells (test set name, per-image values) with its bootstrap interval."""
+    low, high = r.boot.interval(chosen)
+    return {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high)}
+
+
 def real_faces(r: Results, split: str) -> dict:
     flagged = r.scores[split].real_flagged
     if not len(flagged):
         return {"clean": None, "clean_ci": [None, None], "fake_area": None}
-    clean = (flagged == 0).astype(np.float64)
+    clean = _clean(flagged)
     return {"clean": rounded(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
             "fake_area": rounded(float(flagged.mean()))}
 
@@ -145,7 +156,7 @@ def detailed_scores(r: Results) -> dict:
 
 def _other_threshold_record(other: OtherThreshold) -> dict:
     """One model's scores at a threshold chosen on its valid set."""
-    clean = (other.real_flagged == 0).astype(np.float64)
+    clean = _clean(other.real_flagged)
     return {"threshold": other.threshold, "iou": {g: rounded(float(v.mean())) for g, v in other.ious.items()},
             "real_clean": rounded(float(clean.mean())) if len(clean) else None}
 
@@ -160,11 +171,9 @@ def at_valid_thresholds(r: Results) -> dict:
 
 def _at_threshold(r: Results, others: dict[str, OtherThreshold]) -> dict:
     ious = {split: other.ious for split, other in others.items()}
-    out: dict = {}
-    for name, chosen in (("in_domain", in_domain_cells(ious)), ("held_out", held_out_cells(ious, r.generators))):
-        low, high = r.boot.interval(chosen)
-        out[name] = {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high)}
-    clean = [(REAL, (other.real_flagged == 0).astype(np.float64)) for other in others.values()]
+    out = {"in_domain": _mean_with_interval(r, in_domain_cells(ious)),
+           "held_out": _mean_with_interval(r, held_out_cells(ious, r.generators))}
+    clean = [(REAL, _clean(other.real_flagged)) for other in others.values()]
     if all(len(c) for _, c in clean):
         out["real_faces_clean"] = rounded(float(np.mean([c.mean() for _, c in clean])))
         out["real_faces_clean_ci"] = _interval(r.boot.interval(clean))
@@ -180,15 +189,14 @@ def headline(r: Results, detailed: dict) -> dict:
     priors = {"in_domain": in_domain_cells(r.priors), "held_out": held_out_cells(r.priors, gens)}
     out: dict = {}
     for name, chosen in cells.items():
-        low, high = r.boot.interval(chosen)
-        out[name] = {"iou": rounded(mean_of(chosen)), "low": rounded(low), "high": rounded(high),
-                     "prior": rounded(mean_of(priors[name])), **_detection(r, chosen_splits(name, r))}
+        out[name] = {**_mean_with_interval(r, chosen), "prior": rounded(mean_of(priors[name])),
+                     **_detection(r, chosen_splits(name, r))}
     reals = [detailed[split][REAL] for split in r.scores]
     has_reals = reals[0]["clean"] is not None
     out["real_faces"] = {key: rounded(float(np.mean([x[key] for x in reals]))) if has_reals else None
                          for key in ("clean", "fake_area")}
     if has_reals:  # the interval of the mean over models: every model sees the same resampled real faces
-        clean = [(REAL, (s.real_flagged == 0).astype(np.float64)) for s in r.scores.values()]
+        clean = [(REAL, _clean(s.real_flagged)) for s in r.scores.values()]
         out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
     out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["valid_thresholds"] = at_valid_thresholds(r)
