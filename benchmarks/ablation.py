@@ -90,6 +90,14 @@ def row_params(params: Path, overrides: dict) -> Row:
                other.get("evaluate.tta", "none"), other.get("preprocess.size"))
 
 
+def size_and_folder(spec: str) -> tuple[int, Path]:
+    """`--prepared-at` values: SIZE=FOLDER."""
+    size, sep, folder = spec.partition("=")
+    if not sep or not size.isdigit() or not folder:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not SIZE=FOLDER (e.g. 128=/tmp/prepared-128)")
+    return int(size), Path(folder)
+
+
 def prepared_at(size: int | None, default: Path, others: dict[int, Path]) -> Prepared:
     """The row's arrays: --prepared, or the --prepared-at folder made at the row's preprocess.size."""
     prepared = Prepared(default)
@@ -134,14 +142,14 @@ def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Boo
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
-    ap.add_argument("--prepared-at", nargs="*", default=[], metavar="SIZE=FOLDER",
+    ap.add_argument("--prepared-at", nargs="*", default=[], metavar="SIZE=FOLDER", type=size_and_folder,
                     help="arrays made at another preprocess.size, for the rows that set one")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--split", default="no-poisson")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
-    others = {int(size): Path(folder) for size, folder in (spec.split("=", 1) for spec in args.prepared_at)}
+    others = dict(args.prepared_at)
     gens = training_splits(Prepared(args.prepared).generators)[args.split]
     print(f"split {args.split}; budget {BUDGET}; IoU x100 with 95% intervals over test images")
     print("| row | what changes | own generators | never seen | real faces clean | training time |")
