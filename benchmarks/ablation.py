@@ -41,6 +41,7 @@ BUDGET = {"train.epochs": 12, "train.steps_per_epoch": 25, "model.width": 32}
 DEFAULT_RECIPE = {"model.arch": "unet-hp", "train.real": 0.25, "train.loss": "dice-bce", "train.schedule": "cosine",
                   "model.width": 24}
 SEED_RECIPE = {"model.arch": "unet-seed", "train.loss": "dice", "train.real": 0.0, "train.schedule": "constant"}
+DEFAULT_BUDGET = {"train.epochs": 8, "train.steps_per_epoch": 20, "train.precision": "fp32"}
 ROWS = {
     "seed": ("the seed's U-Net and recipe (Dice, no real faces, constant rate)", {}),
     "hp": ("unet-hp instead of unet-seed", {"model.arch": "unet-hp"}),
@@ -64,6 +65,17 @@ ROWS = {
     "size128": ("the default recipe at 128 px (the demo's native crop)", {**DEFAULT_RECIPE, "preprocess.size": 128}),
     "size128-2x": ("the default recipe at 128 px, twice the steps", {**DEFAULT_RECIPE, "preprocess.size": 128,
                                                                      "train.epochs": 24}),
+    # At the default table's budget (8 epochs x 20 steps, width 24, fp32): the levers of unet-tex.
+    "default": ("the default recipe at its own budget", {**DEFAULT_RECIPE, **DEFAULT_BUDGET}),
+    "tex": ("unet-tex: + the texture baseline's residual statistics as inputs",
+            {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex"}),
+    "tex-lr3": ("unet-tex, learning rate 0.003", {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex",
+                                                "train.lr": 0.003}),
+    "tex-lr10": ("unet-tex, learning rate 0.01", {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex",
+                                                "train.lr": 0.01}),
+    "tex-lr3-2x": ("unet-tex, learning rate 0.003, twice the steps",
+                   {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex", "train.lr": 0.003,
+                    "train.steps_per_epoch": 40}),
 }
 
 

@@ -26,6 +26,7 @@ from localize.metrics import (
     percentile_interval,
     resample_indices,
     roc_auc,
+    selection_score,
 )
 from localize.prepared import Prepared
 from localize.prior import fit_prior, prior_iou
@@ -119,7 +120,7 @@ def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str]
                      ) -> dict[str, float]:
     """Two thresholds from THRESHOLDS, each the best on the valid split of the model's own generators:
     `iou`, for the fakes' mean IoU alone (the table's measure); `selection`, for the training stage's
-    selection score (fakes' IoU and real faces left clean, weighted equally: localize.training.validate).
+    selection score (fakes' IoU, discounted for the real faces flagged: localize.metrics.selection_score).
     Ties go to the value nearest 0.5. Empty without valid fakes.
 
     They are chosen without the test set, and reported beside Dolos' fixed 0.5, never instead of it."""
@@ -131,7 +132,7 @@ def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str]
                 for g, n in zip(chosen, counts)) / sum(counts)
     selection = fakes
     if prepared.has(REAL, "valid"):
-        selection = (fakes + _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size)) / 2
+        selection = selection_score(fakes, _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size))
 
     def best(score: np.ndarray) -> float:
         return THRESHOLDS[max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))]

@@ -37,6 +37,20 @@ def f1_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return _ratio_or_one(2 * inter, n_pred + n_true)
 
 
+def selection_score(fakes_iou, reals_clean):
+    """The score that picks a model's best epoch (and evaluate's `selection` threshold): the valid fakes'
+    mean IoU, discounted by half for the share of valid real faces it flags: IoU x (1 + clean) / 2.
+
+    Both must count: scored on fakes alone, selection would never penalize a model that flags every
+    real face. But they must not simply add up: with a plain average, an empty map, which fails every
+    fake and passes every real face, scores 0.5 and beats any model that localizes but still flags
+    faces (IoU 0.3 and half the reals clean make 0.4), and selection picks the collapse. The product
+    gives an empty map 0. Works on floats and numpy arrays alike; NaN reals (none) leave the fakes' IoU.
+    """
+    reals_clean = np.where(np.isnan(reals_clean), 1.0, reals_clean)
+    return fakes_iou * (1 + reals_clean) / 2
+
+
 def check_threshold(threshold: float) -> None:
     """A probability threshold must lie strictly inside (0, 1): 0 or below flags every pixel."""
     if not 0 < threshold < 1:

@@ -36,7 +36,7 @@ from localize.config import choice
 from localize.degrade import degrade_batch
 from localize.inference import iter_probs_with_masks
 from localize.losses import LOSSES
-from localize.metrics import binarize, iou_per_image
+from localize.metrics import binarize, iou_per_image, selection_score
 from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.runtime import Runtime, autocast
 from localize.supervision import SUPERVISIONS, check_weak_data, training_loss, weak_batches, weak_validate
@@ -80,6 +80,9 @@ class TrainParams:
     # How processes share the work: `data` = DDP, every process takes a slice of every batch
     # (the global batch stays train.batch_size); `splits` = whole splits, one process each.
     distribute: str = choice("data", "splits", default="data")
+    # Where each split starts: `pretrained`, the pretrain stage's generator-agnostic weights
+    # (stages/pretrain.py: self-blends of real training faces only), or `scratch`.
+    init: str = choice("scratch", "pretrained", default="scratch")
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "procs"):
@@ -203,7 +206,7 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
     degrades = np.random.default_rng([seed, 1])  # its own stream: degrade 0 changes no other draw
     n_synthetic, n_real = round(tp.batch_size * tp.synthetic), round(tp.batch_size * tp.real)
     n_fake = tp.batch_size - n_synthetic - n_real
-    order = epoch_indices(len(fakes), steps * n_fake, rng)
+    order = epoch_indices(len(fakes), steps * n_fake, rng) if n_fake else None  # none: pretraining
     real_order = epoch_indices(len(reals), steps * n_synthetic, rng) if n_synthetic else None
     # Drawn last, so that train.real = 0 leaves every other draw as it was.
     plain_order = epoch_indices(len(reals), steps * n_real, rng) if n_real else None
@@ -247,14 +250,11 @@ def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int,
 
 def validate(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
              ) -> dict[str, float]:
-    """The selection score: fakes' IoU and real faces left unflagged, weighted equally.
-
-    Scored on fakes alone, selection would never penalize a model that flags real faces;
-    pooled over all images, the more numerous fakes would drown the reals out.
-    """
+    """The selection score (localize.metrics.selection_score): the fakes' IoU, discounted for the real
+    faces flagged. Pooled over all images, the more numerous fakes would drown the reals out."""
     fakes = mean_iou(model, data.valid, rt, batch_size, ranks)
     reals = mean_iou(model, data.real_valid, rt, batch_size, ranks)
-    score = fakes if math.isnan(reals) else (fakes + reals) / 2
+    score = float(selection_score(fakes, reals))
     return {"valid_iou": fakes, "valid_real_clean": reals, "valid_score": score}
 
 
@@ -329,17 +329,21 @@ def epoch_line(split: str, row: dict[str, float]) -> str:
 
 def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime, group: Ranks = SINGLE,
         checkpoint: Path | None = None, on_epoch: Callable[[dict[str, float]], None] | None = None,
-        verbose: bool = True) -> tuple[dict[str, torch.Tensor], Progress]:
+        verbose: bool = True, init: dict[str, torch.Tensor] | None = None,
+        ) -> tuple[dict[str, torch.Tensor], Progress]:
     """Train one split; return the best epoch's weights (on CPU) and the run's progress record.
 
     `group` is the set of processes that train this split together (DDP): each trains on
     its slice of every global batch. Rank 0 alone reads and writes the checkpoint and reports;
-    `verbose` False keeps it quiet too (the other processes of a `splits` run).
+    `verbose` False keeps it quiet too (the other processes of a `splits` run). `init`: the weights
+    to start from (train.init: pretrained), else the seeded initialization.
     """
     fakes, reals = ArrayPool(data.train), ArrayPool(data.real_train)
     check_data(split, fakes, reals, tp)
     lo, hi = batch_slice(tp.batch_size, group)
     model, optimizer = new_model(mp, tp, split, rt.device, group)
+    if init is not None:  # train.init: pretrained (a checkpoint, below, overrides it when resuming)
+        model.load_state_dict(init)
     progress = load_checkpoint(checkpoint, model, optimizer, group, rt.device)
     if progress is None:
         progress = Progress()

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
+from localize.bounds import TextureScores, ceiling_summary, load_ceiling, load_texture, markdown_rows, texture_summary
 from localize.config import ParamsError, choice, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
@@ -95,6 +96,8 @@ class Results:
     prior_area: dict[str, float]  # split -> share of the image its prior flags
     trivial: dict[str, dict[str, np.ndarray]]  # all-fake / all-real -> per-image IoU
     boot: Bootstrap
+    texture: dict[str, TextureScores] = field(default_factory=dict)  # split -> the texture baseline's scores
+    ceiling: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> visible-change IoU (demo only)
 
     def ious(self) -> dict[str, dict[str, np.ndarray]]:
         return {split: s.ious for split, s in self.scores.items()}
@@ -151,6 +154,11 @@ def detailed_scores(r: Results) -> dict:
         "prior_area": r.prior_area,
         **{name: _mean_row(row) for name, row in r.trivial.items()},
     }
+    if r.texture:
+        out["baselines"]["texture"] = {split: {**_mean_row(t.ious), "threshold": t.threshold}
+                                       for split, t in r.texture.items()}
+    if r.ceiling:
+        out["baselines"]["ceiling"] = _mean_row(r.ceiling)
     return out
 
 
@@ -199,6 +207,10 @@ def headline(r: Results, detailed: dict) -> dict:
         clean = [(REAL, _clean(s.real_flagged)) for s in r.scores.values()]
         out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
     out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
+    if r.texture:
+        out["baselines"]["texture"] = texture_summary(r.texture, gens, r.boot)
+    if r.ceiling:
+        out["ceiling"] = ceiling_summary(r.ceiling, r.boot)
     out["valid_thresholds"] = at_valid_thresholds(r)
     out["runtime"] = runtime_record(r.models)
     return out
@@ -255,13 +267,14 @@ def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
         cells = [percent(float(row[g].mean())) if g in row else "–" for g in gens]
         lines.append(f"| _baseline: {name}_ | " + " | ".join(cells) + f" | {percent(_mean_row(row)['mean'])} | "
                      f"{real_clean[name]} | |")
+    lines += markdown_rows(r.texture, r.ceiling, gens, r.boot)
     notes = [_headline_note(name.replace("_", "-"), summary[name]) for name in ("in_domain", "held_out")]
     return ("\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes)
             + ".\n" + _valid_thresholds_note(summary["valid_thresholds"], detailed))
 
 
 # How the table's note names each way of choosing a threshold on valid.
-CHOSEN_FOR = {"iou": "the fakes' IoU", "selection": "the selection score (fakes' IoU and real faces clean, equally)"}
+CHOSEN_FOR = {"iou": "the fakes' IoU", "selection": "the selection score (fakes' IoU x (1 + real faces clean) / 2)"}
 
 
 def _valid_thresholds_note(parts: dict, detailed: dict) -> str:
@@ -310,7 +323,8 @@ def write_overlays(r: Results, prepared: Prepared, folder: Path, threshold: floa
                  f"test generator: {gen}")
 
 
-def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple[Prepared, Results]:
+def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams, texture_dir: Path | None = None,
+              ceiling_path: Path | None = None) -> tuple[Prepared, Results]:
     prepared = Prepared(prepared_dir)
     setup_threads(None)
     # Rows: single generators, then leave-one-out splits, then anything else (`all`).
@@ -333,11 +347,14 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple
     return prepared, Results(
         generators=test_generators(prepared), models=models, scores=scores,
         priors={s: p[0] for s, p in priors.items()}, prior_area={s: round(p[1], 6) for s, p in priors.items()},
-        trivial=trivial_ious(prepared), boot=Bootstrap(prepared, ep.bootstrap, ep.seed))
+        trivial=trivial_ious(prepared), boot=Bootstrap(prepared, ep.bootstrap, ep.seed),
+        texture=load_texture(texture_dir) if texture_dir else {},
+        ceiling=load_ceiling(ceiling_path) if ceiling_path else {})
 
 
-def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
-    prepared, r = score_all(prepared_dir, models_dir, ep)
+def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams,
+        texture_dir: Path | None = None, ceiling_path: Path | None = None) -> dict:
+    prepared, r = score_all(prepared_dir, models_dir, ep, texture_dir, ceiling_path)
     table = iou_table(r)
     write_json(out["iou"], {s: {g: rounded(v) for g, v in row.items()} for s, row in table.items()})
     detailed = detailed_scores(r)
@@ -368,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", type=Path, required=True)
     ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--texture", type=Path, help="the texture stage's folder: the table's texture rows")
+    ap.add_argument("--ceiling", type=Path, help="the ceiling stage's .npz: the table's visible-change row")
     names = ("iou", "scores", "summary", "table", "heatmap", "overlays", "cross_root", "cross_root_table")
     for name in names:
         ap.add_argument(f"--{name.replace('_', '-')}", type=Path, required=True)
@@ -377,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         start(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)
-        run(args.prepared, args.models, out, ep)
+        run(args.prepared, args.models, out, ep, args.texture, args.ceiling)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -157,6 +157,7 @@ class Trainer:
     checkpoints: Path
     live: Live | None  # rank 0's DVCLive log
     verbose: bool  # progress bars and epoch lines: on rank 0 of the whole run only
+    init: dict | None = None  # train.init: pretrained: the weights every split starts from
 
     def train_split(self, split: str, gens: list[str], checkpoint: Path) -> SavedModel:
         prepared, tp = self.prepared, self.tp
@@ -168,7 +169,8 @@ class Trainer:
             if (tp.synthetic or tp.real or tp.supervision == "weak") and prepared.has(REAL, "train") else [],
         )
         on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
-        weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)
+        weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose,
+                                self.init)
         return SavedModel(state_dict=weights, best_epoch=progress.best_epoch, valid_score=progress.best_score,
                           history=progress.history, split=split, train_generators=gens, size=prepared.size,
                           model=dataclasses.asdict(self.mp), precision=self.rt.precision,
@@ -207,8 +209,23 @@ def write_outputs(results: dict[str, SavedModel], models_dir: Path, curves: Path
     training_curves({s: r.history for s, r in results.items()}, curves)
 
 
+def load_init(path: Path | None, mp: ModelParams, tp: TrainParams, size: int) -> tuple[dict | None, str]:
+    """train.init: pretrained: the pretrain stage's weights and a hash of their file (the resume key's);
+    refused, naming the file, when they were made for another network or size."""
+    if tp.init == "scratch":
+        return None, ""
+    if path is None:
+        raise ValueError("train.init: pretrained needs --init (the pretrain stage's output, data/pretrained.pt)")
+    saved = SavedModel.load(path)
+    if saved.model != dataclasses.asdict(mp) or saved.size != size:
+        raise ValueError(f"{path}: pretrained as {saved.model} at {saved.size}px, but model is "
+                         f"{dataclasses.asdict(mp)} at {size}px; rerun the pretrain stage (dvc repro pretrain)")
+    return saved.state_dict, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, checkpoints: Path,
-        mp: ModelParams, tp: TrainParams, ranks: Ranks | None = None) -> dict[str, SavedModel]:
+        mp: ModelParams, tp: TrainParams, ranks: Ranks | None = None, init_path: Path | None = None,
+        ) -> dict[str, SavedModel]:
     """Train every split; on rank 0, write the models, curves and DVCLive log.
 
     A split's checkpoints belong to the process that writes them: rank 0 of its group.
@@ -226,12 +243,13 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         tqdm.write(f"training {', '.join(splits)} on {device.type} ({rt.precision}, {threads} threads{how}), "
                    f"{mp.arch} at {prepared.size}px")
 
-    data_id = data_fingerprint(prepared) + code_fingerprint()
+    init, init_id = load_init(init_path, mp, tp, prepared.size)
+    data_id = data_fingerprint(prepared) + code_fingerprint() + init_id
     keys = {s: run_key(s, splits[s], mp, tp, data_id, rt.precision, group.world) for s in splits}
     torchrun.init(ranks, device)
     try:
         with live_log(live_dir, ranks.main) as live:
-            trainer = Trainer(prepared, mp, tp, rt, group, checkpoints, live, verbose=ranks.main)
+            trainer = Trainer(prepared, mp, tp, rt, group, checkpoints, live, verbose=ranks.main, init=init)
             results = trainer.train_splits(mine, splits, keys)
             if not group.parallel and ranks.parallel:  # `splits`: rank 0 collects every process's models
                 gathered = torchrun.gather(results, ranks)
@@ -260,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--live", type=Path, required=True)
     ap.add_argument("--curves", type=Path, required=True)
     ap.add_argument("--checkpoints", type=Path, required=True)
+    ap.add_argument("--init", type=Path, help="the pretrain stage's weights, for train.init: pretrained")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     ranks = torchrun.from_env()
@@ -278,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise RuntimeError(f"train.procs={tp.procs}: a training process failed "
                                    f"(exit status {status}); its error is above")
             return
-        run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp, ranks)
+        run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp, ranks, args.init)
     except (ParamsError, ValueError, FileNotFoundError, NonFiniteLoss, RuntimeError) as e:
         where = "" if ranks.main else f" (rank {ranks.rank})"
         raise SystemExit(f"error{where}: {e}") from None

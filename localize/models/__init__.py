@@ -12,7 +12,7 @@ from localize.models.unet_hp import HighPassUNet
 from localize.models.unet_res import ResUNet
 from localize.models.unet_seed import SeedUNet
 
-ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
+ARCHS = ("unet-seed", "unet-hp", "unet-tex", "unet-tex-head", "unet-res-srm", "unet-res", "patches")
 # Architectures trained on their own patch map (Patch Forensics): forward(x, grid=True) returns it.
 PATCH_ARCHS = ("patches",)
 
@@ -35,6 +35,10 @@ def build_model(p: ModelParams) -> nn.Module:
         return SeedUNet(p.width, p.dropout)
     if p.arch == "unet-hp":
         return HighPassUNet(p.width, p.dropout)
+    if p.arch == "unet-tex":
+        return HighPassUNet(p.width, p.dropout, residual_stats=True)
+    if p.arch == "unet-tex-head":
+        return HighPassUNet(p.width, p.dropout, residual_stats=True, pixel_head=True)
     if p.arch == "unet-res-srm":
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":

@@ -27,16 +27,26 @@ from torch import nn
 
 from localize.models.parts import ConvBlock
 from localize.models.unet_res import SRMFilter
+from localize.residuals import FEATURES, residual_features
 
 
 class HighPassUNet(nn.Module):
-    def __init__(self, width: int = 32, dropout: float = 0.1, depth: int = 4):
+    def __init__(self, width: int = 32, dropout: float = 0.1, depth: int = 4, residual_stats: bool = False,
+                 pixel_head: bool = False):
         super().__init__()
         self.srm = SRMFilter()
+        # unet-tex: the texture baseline's local residual statistics as extra input channels
+        # (localize/residuals.py), normalized by a BatchNorm since their scales are log energies.
+        self.stats = nn.BatchNorm2d(FEATURES) if residual_stats else None
+        c_in = 3 + 9 + (FEATURES if residual_stats else 0)
+        # A per-pixel classifier on those statistics (1x1 convolutions), added to the U-Net's logits:
+        # what the texture baseline computes, learnt in few steps; the U-Net adds the context.
+        self.pixel = nn.Sequential(nn.Conv2d(FEATURES, 32, 1), nn.ReLU(inplace=True), nn.Conv2d(32, 32, 1),
+                                   nn.ReLU(inplace=True), nn.Conv2d(32, 1, 1)) if pixel_head else None
         # Level 0 is full resolution (width // 2 channels); level k > 0 has width * 2**(k-1), capped at 8x.
         widths = [max(width // 2, 1)] + [width * 2 ** min(k - 1, 3) for k in range(1, depth + 1)]
         self.down = nn.ModuleList(
-            ConvBlock(3 + 9 if k == 0 else widths[k - 1], widths[k], dropout if k >= 2 else 0.0)
+            ConvBlock(c_in if k == 0 else widths[k - 1], widths[k], dropout if k >= 2 else 0.0)
             for k in range(depth + 1)
         )
         self.pool = nn.MaxPool2d(2)
@@ -44,7 +54,11 @@ class HighPassUNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.cat([x, self.srm(x)], 1)  # (N, 12, H, W): colour and noise residuals
+        parts = [x, self.srm(x)]  # (N, 12, H, W): colour and noise residuals
+        stats = self.stats(residual_features(x).to(x.dtype)) if self.stats is not None else None
+        if stats is not None:
+            parts.append(stats)
+        y = torch.cat(parts, 1)
         skips = []
         for k, block in enumerate(self.down):
             y = block(y if k == 0 else self.pool(y))  # (N, widths[k], H / 2^k, W / 2^k)
@@ -52,4 +66,5 @@ class HighPassUNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([y, skip], 1))
-        return self.head(y)  # (N, 1, H, W) logits
+        logits = self.head(y)  # (N, 1, H, W)
+        return logits + self.pixel(stats) if self.pixel is not None else logits

@@ -1,0 +1,133 @@
+"""The `texture` baseline: a per-pixel classifier on local residual statistics.
+
+It says how much of a localizer's score local texture alone explains, as the location prior
+does for where fakes sit. Per training split: sample pixels of the split's training fakes
+(and of real training faces, which are all real), fit scikit-learn's
+HistGradientBoostingClassifier on the features of `localize.residuals` (the same statistics
+`unet-tex` takes as inputs), smooth its probability map with a small box filter, and choose
+the threshold that maximizes the mean IoU of the valid fakes. A U-Net that does not beat it
+has not earned its FLOPs.
+
+Everything is seeded (`texture.seed`): the pixel sample and the classifier's own randomness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from localize.batches import to_input
+from localize.metrics import iou_per_image
+from localize.residuals import residual_features
+
+Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images uint8 (N,H,W,3), masks uint8 (N,H,W), 1 = fake)
+
+BATCH = 64  # images per feature batch
+
+
+@dataclass(frozen=True)
+class TextureParams:
+    pixels: int  # training pixels sampled per split
+    real: float  # share of those pixels taken from real training faces (all real)
+    iterations: int  # boosting iterations
+    learning_rate: float
+    leaves: int  # max leaf nodes per tree
+    smooth: int  # side of the box filter over the probability map (1 = none)
+    seed: int
+
+    def validate(self) -> None:
+        if not 1_000 <= self.pixels <= 5_000_000:
+            raise ValueError(f"pixels must be in [1000, 5000000], got {self.pixels}")
+        if not 0 <= self.real < 1:
+            raise ValueError(f"real must be in [0, 1), got {self.real}")
+        if not 1 <= self.iterations <= 2_000:
+            raise ValueError(f"iterations must be in [1, 2000], got {self.iterations}")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
+        if not 2 <= self.leaves <= 255:
+            raise ValueError(f"leaves must be in [2, 255], got {self.leaves}")
+        if self.smooth < 1 or self.smooth % 2 == 0:
+            raise ValueError(f"smooth must be an odd number >= 1, got {self.smooth}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
+def features(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float32 (N, H, W, F): the residual statistics of every pixel."""
+    with torch.no_grad():
+        f = residual_features(to_input(np.asarray(images)))
+    return f.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
+
+
+def _batches(images: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, len(images), BATCH):
+        yield start, np.asarray(images[start : start + BATCH])
+
+
+def sample_pixels(pairs: Pairs, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` pixels drawn uniformly from every image of `pairs`: features (n, F) and labels (n,)."""
+    total = sum(images.shape[0] * images.shape[1] * images.shape[2] for images, _ in pairs)
+    if total == 0:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.uint8)
+    chosen = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    xs, ys, offset = [], [], 0
+    for images, masks in pairs:
+        per_image = images.shape[1] * images.shape[2]
+        for start, batch in _batches(images):
+            span = len(batch) * per_image
+            local = chosen[(chosen >= offset) & (chosen < offset + span)] - offset
+            if len(local):
+                xs.append(features(batch).reshape(span, -1)[local])
+                ys.append(np.asarray(masks[start : start + len(batch)]).reshape(span)[local])
+            offset += span
+    return np.concatenate(xs), np.concatenate(ys).astype(np.uint8)
+
+
+def fit(fakes: Pairs, reals: Pairs, p: TextureParams) -> HistGradientBoostingClassifier:
+    """The split's classifier, on `p.pixels` pixels: (1 - p.real) of them from fakes, the rest from reals."""
+    rng = np.random.default_rng(p.seed)
+    n_real = int(round(p.pixels * p.real)) if reals else 0
+    x_fake, y_fake = sample_pixels(fakes, p.pixels - n_real, rng)
+    parts = [(x_fake, y_fake)]
+    if n_real:
+        parts.append(sample_pixels(reals, n_real, rng))
+    x = np.concatenate([a for a, _ in parts])
+    y = np.concatenate([b for _, b in parts])
+    if len(np.unique(y)) < 2:
+        raise ValueError("texture: the sampled training pixels are all of one class; the masks hold no fake pixel")
+    model = HistGradientBoostingClassifier(max_iter=p.iterations, learning_rate=p.learning_rate,
+                                           max_leaf_nodes=p.leaves, early_stopping=False, random_state=p.seed)
+    return model.fit(x, y)
+
+
+def probability_maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int) -> Iterator[np.ndarray]:
+    """Per batch of `images`, the smoothed fake-probability maps, float32 (B, H, W)."""
+    for _, batch in _batches(images):
+        f = features(batch)
+        b, h, w, k = f.shape
+        prob = model.predict_proba(f.reshape(-1, k))[:, 1].reshape(b, 1, h, w).astype(np.float32)
+        if smooth > 1:
+            pad = smooth // 2
+            prob = F.avg_pool2d(F.pad(torch.from_numpy(prob), (pad,) * 4, mode="replicate"), smooth, 1).numpy()
+        yield prob[:, 0]
+
+
+def maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int) -> np.ndarray:
+    """All smoothed maps of `images` at once, float32 (N, H, W)."""
+    out = list(probability_maps(model, images, smooth))
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
+
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def choose_threshold(valid_maps: list[np.ndarray], valid_masks: list[np.ndarray]) -> float:
+    """The threshold of THRESHOLDS with the best mean per-image IoU over the valid fakes (ties: the lower)."""
+    scores = [np.mean(np.concatenate([iou_per_image(m >= t, np.asarray(y) != 0)
+                                      for m, y in zip(valid_maps, valid_masks)])) for t in THRESHOLDS]
+    return float(THRESHOLDS[int(np.argmax(scores))])

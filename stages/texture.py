@@ -1,0 +1,84 @@
+"""The `texture` baseline, trained per training split and scored on every test set.
+
+    python -m stages.texture --prepared data/prepared --out data/texture
+
+For each split that `train.source` names (the same splits the train stage trains), fit the
+per-pixel classifier of localize/texture.py on that split's training pixels, choose its
+threshold on the split's valid fakes, and score every test generator and the real test
+faces. Writes, per split, data/texture/<split>.npz: per-image IoU of each test generator
+(`iou/<generator>`), the flagged pixels of each real test face (`real_flagged`), the
+threshold and the fit time. The evaluate stage turns them into the table's `texture` rows,
+with the same bootstrap intervals as every model's cells.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from localize.atomic import atomic_dir
+from localize.config import ParamsError, load_section, read_params
+from localize.layout import REAL
+from localize.metrics import iou_per_image
+from localize.preflight import start
+from localize.prepared import Prepared
+from localize.runtime import setup_threads
+from localize.splits import resolve_source
+from localize.texture import TextureParams, choose_threshold, fit, maps
+
+
+def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> dict[str, np.ndarray]:
+    """One split's texture model, fit, thresholded on valid and scored on every test set."""
+    started = time.perf_counter()
+    reals = [prepared.arrays(REAL, "train")] if prepared.has(REAL, "train") else []
+    model = fit([prepared.arrays(g, "train") for g in generators], reals, p)
+    valid = [prepared.arrays(g, "valid") for g in generators if prepared.has(g, "valid")]
+    if not valid:
+        raise ValueError(f"texture: no valid fakes of {', '.join(generators)} to choose a threshold on")
+    threshold = choose_threshold([maps(model, images, p.smooth) for images, _ in valid], [m for _, m in valid])
+    out = {"threshold": np.float64(threshold)}
+    for gen in prepared.generators:
+        if prepared.has(gen, "test"):
+            images, masks = prepared.arrays(gen, "test")
+            out[f"iou/{gen}"] = iou_per_image(maps(model, images, p.smooth) >= threshold, np.asarray(masks) != 0)
+    if prepared.has(REAL, "test"):
+        real = maps(model, prepared.arrays(REAL, "test")[0], p.smooth) >= threshold
+        out["real_flagged"] = real.reshape(len(real), -1).mean(1)
+    out["seconds"] = np.float64(time.perf_counter() - started)
+    return out
+
+
+def run(prepared_dir: Path, out: Path, source: str, p: TextureParams) -> None:
+    prepared = Prepared(prepared_dir)
+    splits = resolve_source(source, prepared.generators)
+    setup_threads(None)
+    with atomic_dir(out) as tmp:
+        for split, generators in splits.items():
+            scores = score_split(prepared, generators, p)
+            np.savez(tmp / f"{split}.npz", **scores)
+            cells = "  ".join(f"{k[4:]} {100 * v.mean():.1f}" for k, v in scores.items() if k.startswith("iou/"))
+            print(f"texture {split:>20}: {cells}  (threshold {float(scores['threshold']):g}, "
+                  f"{float(scores['seconds']):.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepared", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+    try:
+        start(args.params, [args.out])
+        p = load_section(TextureParams, "texture", args.params)
+        # The splits are the train stage's: the one key of `train` this stage reads (dvc.yaml: train.source).
+        source = (read_params(args.params).get("train") or {}).get("source", "table")
+        run(args.prepared, args.out, source, p)
+    except (ParamsError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
