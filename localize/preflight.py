@@ -36,6 +36,9 @@ SECTIONS = {
     "preprocess": "stages.preprocess:PreprocessParams",
     "model": "localize.models:ModelParams",
     "train": "localize.training:TrainParams",
+    "pretrain": "localize.training:PretrainParams",
+    "texture": "localize.texture:TextureParams",
+    "ceiling": "localize.demo.ceiling:CeilingParams",
     "evaluate": "stages.evaluate:EvaluateParams",
     "robustness": "stages.robustness:RobustnessParams",
 }

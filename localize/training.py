@@ -106,6 +106,35 @@ class TrainParams:
             raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
 
 
+@dataclass(frozen=True)
+class PretrainParams:
+    """params.yaml `pretrain`: the pretrain stage (stages/pretrain.py)."""
+
+    epochs: int  # 0 = no pretraining (the file then holds the initial weights)
+    steps_per_epoch: int  # of `batch_size` images; the cosine schedule runs over all epochs' steps
+    batch_size: int
+    lr: float
+    real: float  # share of each batch made of plain real faces (empty masks); the rest are self-blends
+    loss: str = choice(*LOSSES, default="dice-bce")
+    seed: int = 0
+    device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
+    precision: str = choice("auto", "fp32", "bf16", "fp16", default="fp32")
+
+    def validate(self) -> None:
+        if not 0 <= self.epochs <= 10_000:
+            raise ValueError(f"epochs must be in [0, 10000], got {self.epochs}")
+        if not 1 <= self.steps_per_epoch <= 1_000_000:
+            raise ValueError(f"steps_per_epoch must be in [1, 1000000], got {self.steps_per_epoch}")
+        if not 2 <= self.batch_size <= 4096:
+            raise ValueError(f"batch_size must be in [2, 4096], got {self.batch_size}")
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"lr must be in (0, 1], got {self.lr}")
+        if not 0 <= self.real < 1:
+            raise ValueError(f"real must be in [0, 1), got {self.real}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+
+
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
 
 

@@ -13,29 +13,19 @@ root, such as Dolos, the file says why there is no ceiling (`unavailable`) and t
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from localize.atomic import atomic_file
 from localize.config import ParamsError, load_section, read_params
-from localize.demo.ceiling import source_id, visible_change
+from localize.demo.ceiling import CeilingParams, source_id, visible_change
 from localize.imageio import load_rgb, resize_mask
 from localize.index_csv import read_index
 from localize.layout import REAL
 from localize.metrics import iou_per_image
 from localize.preflight import start
 from localize.prepared import Prepared
-
-
-@dataclass(frozen=True)
-class CeilingParams:
-    min_change: float  # grey levels (0-255, max over channels) that count as a visible change
-
-    def validate(self) -> None:
-        if not 0 < self.min_change <= 255:
-            raise ValueError(f"min_change must be in (0, 255], got {self.min_change}")
 
 
 def ceiling_ious(index_path: Path, prepared: Prepared, jpeg_quality: int, p: CeilingParams) -> dict[str, np.ndarray]:

@@ -14,46 +14,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 from localize.atomic import atomic_file
-from localize.config import ParamsError, choice, load_section
+from localize.config import ParamsError, load_section
 from localize.layout import REAL
-from localize.losses import LOSSES
 from localize.models import ModelParams
 from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
-from localize.training import SplitData, TrainParams, fit
-
-
-@dataclass(frozen=True)
-class PretrainParams:
-    epochs: int  # 0 = no pretraining (the file then holds the initial weights)
-    steps_per_epoch: int  # of `batch_size` images; the cosine schedule runs over all epochs' steps
-    batch_size: int
-    lr: float
-    real: float  # share of each batch made of plain real faces (empty masks); the rest are self-blends
-    loss: str = choice(*LOSSES, default="dice-bce")
-    seed: int = 0
-    device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
-    precision: str = choice("auto", "fp32", "bf16", "fp16", default="fp32")
-
-    def validate(self) -> None:
-        if not 0 <= self.epochs <= 10_000:
-            raise ValueError(f"epochs must be in [0, 10000], got {self.epochs}")
-        if not 1 <= self.steps_per_epoch <= 1_000_000:
-            raise ValueError(f"steps_per_epoch must be in [1, 1000000], got {self.steps_per_epoch}")
-        if not 2 <= self.batch_size <= 4096:
-            raise ValueError(f"batch_size must be in [2, 4096], got {self.batch_size}")
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"lr must be in (0, 1], got {self.lr}")
-        if not 0 <= self.real < 1:
-            raise ValueError(f"real must be in [0, 1), got {self.real}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+from localize.training import PretrainParams, SplitData, TrainParams, fit
 
 
 def as_train_params(p: PretrainParams) -> TrainParams:

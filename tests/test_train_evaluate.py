@@ -214,7 +214,8 @@ def test_selection_scores_valid_fakes_and_valid_real_faces(prepared):
     # The fixture's fakes are one 8x8 square in 16x16: flagging everything gives IoU 1/4 on them
     # and flags every real face; flagging nothing gives 0 on fakes and leaves every real face clean.
     assert loud == {"valid_iou": pytest.approx(0.25), "valid_real_clean": 0.0, "valid_score": pytest.approx(0.125)}
-    assert quiet == {"valid_iou": 0.0, "valid_real_clean": 1.0, "valid_score": 0.5}
+    # An empty map fails every fake: the selection score gives it 0, not the 0.5 of a plain average.
+    assert quiet == {"valid_iou": 0.0, "valid_real_clean": 1.0, "valid_score": 0.0}
 
     # An epoch that finds more fake pixels but flags most real faces is not the one kept.
     progress, model = Progress(), torch.nn.Linear(1, 1)
