@@ -21,33 +21,32 @@ writes (a temporary whose writer is alive is locked, and never touched).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from localize import params
 from localize.atomic import remove_stale
 from localize.config import parse_section, read_params
 
-# params.yaml section -> "module:dataclass" that validates it.
+# params.yaml section -> the dataclass that validates it.
 SECTIONS = {
-    "demo": "stages.demo:DemoParams",
-    "data": "stages.index:DataParams",
-    "index": "stages.index:IndexParams",
-    "preprocess": "stages.preprocess:PreprocessParams",
-    "model": "localize.models:ModelParams",
-    "train": "localize.training:TrainParams",
-    "evaluate": "stages.evaluate:EvaluateParams",
-    "robustness": "stages.robustness:RobustnessParams",
+    "demo": params.DemoParams,
+    "data": params.DataParams,
+    "index": params.IndexParams,
+    "preprocess": params.PreprocessParams,
+    "model": params.ModelParams,
+    "train": params.TrainParams,
+    "evaluate": params.EvaluateParams,
+    "robustness": params.RobustnessParams,
 }
 
 
 def check_params(path: str | Path = "params.yaml") -> None:
     """Validate every known section present in the params file; ParamsError on the first bad one."""
-    params = read_params(path)
-    for section, where in SECTIONS.items():
-        if section in params:
-            module, name = where.split(":")
-            parse_section(getattr(importlib.import_module(module), name), params[section], section)
+    values = read_params(path)
+    for section, cls in SECTIONS.items():
+        if section in values:
+            parse_section(cls, values[section], section)
 
 
 def start(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:

@@ -25,8 +25,6 @@ from localize.metrics import roc_auc
 from localize.models import PATCH_ARCHS
 from localize.runtime import Runtime, autocast
 
-SUPERVISIONS = ("full", "weak")
-
 
 def per_patch(arch: str) -> bool:
     """True for models trained on their own patch map (forward(x, grid=True))."""

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, choice, load_section
+from localize.config import ParamsError, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
 from localize.evaluation import (
@@ -49,39 +49,14 @@ from localize.evaluation import (
 )
 from localize.inference import with_tta
 from localize.layout import REAL
-from localize.metrics import binarize, check_threshold
+from localize.metrics import binarize
+from localize.params import EvaluateParams
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    # Dolos' protocol fixes the threshold at 0.5; other values are for exploration only.
-    threshold: float = 0.5
-    batch_size: int = 64
-    # How an image's fake-probability map becomes one detection score.
-    detection_score: str = choice("max", "mean", default="max")
-    overlay_images: int = 6
-    bootstrap: int = 1000  # resamples of the test images behind every 95% interval
-    seed: int = 0  # of the bootstrap's resamples
-    # Test-time augmentation: `flip` averages each map with its mirror image's (twice the cost).
-    tta: str = choice("none", "flip", default="none")
-    # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
-    also: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        check_threshold(self.threshold)
-        if any(not root.strip() for root in self.also):
-            raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.overlay_images < 0:
-            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
 
 
 @dataclass

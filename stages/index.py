@@ -39,58 +39,25 @@ import pandas as pd
 from tqdm import tqdm
 
 from localize.atomic import atomic_file
-from localize.config import choice, load_section
+from localize.config import load_section
 from localize.imageio import (
-    MAX_PIXELS,
     ImageReadError,
     ImageSizeError,
     ImageTooLargeError,
     check_image,
-    check_max_pixels,
     fake_from_channel0,
     is_image_file,
     load_mask_channel0,
 )
 from localize.index_csv import INDEX_COLUMNS, printable, unstorable
 from localize.layout import DOLOS_FOLDERS, FULLY_GENERATED, REAL, SPLITS, generator_name
+from localize.params import IndexParams
 from localize.preflight import start
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
 PROBLEM_COLUMNS = ["severity", "kind", "generator", "split", "path", "problem"]
 ERROR, NOTE = "error", "note"
-
-
-@dataclass(frozen=True)
-class DataParams:
-    root: str  # the Dolos-layout folder; dvc.yaml passes it (quoted) to this stage
-
-    def validate(self) -> None:
-        if not self.root.strip():
-            raise ValueError("root is empty: set it to the folder that holds real/ and fake/")
-        shell = sorted({c for c in self.root if c in '"$`\\'})
-        if shell or unstorable(self.root):
-            what = " ".join(shell) if shell else "a control character"
-            raise ValueError(f"root = {self.root!r} holds {what}, which dvc.yaml's quoted command line "
-                             "cannot pass on as is; rename the folder or link to it under a plain name")
-
-
-@dataclass(frozen=True)
-class IndexParams:
-    on_error: str = choice("fail", "skip", default="fail")
-    workers: int = 0  # processes for the checks; 0 = every core this process may use
-    # Largest width x height read; bigger files are refused before any decode. null: MAX_PIXELS.
-    max_pixels: int | None = None
-
-    def validate(self) -> None:
-        if self.workers < 0:
-            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
-        if self.max_pixels is not None:
-            check_max_pixels(self.max_pixels, "max_pixels")
-
-    @property
-    def pixel_limit(self) -> int:
-        return MAX_PIXELS if self.max_pixels is None else self.max_pixels
 
 
 class IndexDataError(ValueError):

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +41,10 @@ from localize.config import load_section
 from localize.imageio import ImageReadError, ImageSizeError, load_fake_mask, load_rgb, resize_image, resize_mask
 from localize.index_csv import read_index, unstorable
 from localize.layout import FULLY_GENERATED, REAL, SPLITS
+from localize.params import PreprocessParams
 from localize.preflight import start
-from localize.prepared import MAX_SIZE
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
-
-
-@dataclass(frozen=True)
-class PreprocessParams:
-    size: int = 64  # square side in pixels; also the resolution IoU is evaluated at
-    workers: int = 0  # decoding processes; 0 = every core this process may use
-
-    def validate(self) -> None:
-        if not 1 <= self.size <= MAX_SIZE:
-            raise ValueError(f"size = {self.size}: must be between 1 and {MAX_SIZE} pixels")
-        if self.workers < 0:
-            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 
 
 class IndexFileError(ValueError):
