@@ -13,15 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from localize.config import choice
-from localize.degrade import KINDS, check
-from localize.demo import generators
 from localize.imageio import MAX_PIXELS, check_max_pixels
 from localize.index_csv import unstorable
 from localize.layout import SPLITS
-from localize.losses import LOSSES
 from localize.metrics import check_threshold
 from localize.prepared import MAX_SIZE
 
+# The choices of some keys, named here so that checking params imports no model, loss or
+# image code (tests/test_params.py checks them against the code that implements them).
+LOSSES = ("dice", "dice-bce")  # localize.losses.LOSSES
+DEMO_GENERATORS = ("telea", "navier-stokes", "biharmonic", "poisson", "patchmatch",  # localize.demo.DEMO_GENERATORS
+                   "telea-jpeg", "navier-stokes-jpeg", "biharmonic-jpeg", "poisson-jpeg", "patchmatch-jpeg")
 # model.arch choices.
 ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
 SUPERVISIONS = ("full", "weak")
@@ -40,6 +42,28 @@ MAX_FAKES_PER_FACE = 20
 
 CLEAN = "clean"  # robustness: the unperturbed copy
 MODEL_SETS = ("single", "all")  # the named choices of robustness.models; a list of split names also works
+
+# kind -> (what its strength means, the check on it)
+KINDS = {
+    "jpeg": "quality, a whole number in 1..100",
+    "downscale": "scale factor in (0, 1]: shrink by it, then back to the original size",
+    "blur": "Gaussian sigma in pixels, >= 0",
+    "noise": "Gaussian sigma on 0-255, >= 0",
+}
+
+
+def check(kind: str, strength: float) -> None:
+    """ValueError naming the allowed kinds or the allowed range of the strength."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}; choose one of: {', '.join(KINDS)}")
+    ok = {
+        "jpeg": float(strength).is_integer() and 1 <= strength <= 100,
+        "downscale": 0 < strength <= 1,
+        "blur": strength >= 0,
+        "noise": strength >= 0,
+    }[kind]
+    if not ok:
+        raise ValueError(f"{kind} {strength!r}: must be the {KINDS[kind]}")
 
 
 @dataclass(frozen=True)
@@ -80,10 +104,10 @@ class DemoParams:
             raise ValueError(
                 f"fakes_per_face = {counts}: give each of {', '.join(SPLITS)} a count in 1..{MAX_FAKES_PER_FACE}"
             )
-        unknown = [g for g in self.generators if g not in generators.NAMES]
+        unknown = [g for g in self.generators if g not in DEMO_GENERATORS]
         if unknown or not self.generators or len(set(self.generators)) != len(self.generators):
             raise ValueError(
-                f"generators = {self.generators}: give distinct names from: {', '.join(generators.NAMES)}"
+                f"generators = {self.generators}: give distinct names from: {', '.join(DEMO_GENERATORS)}"
             )
 
 

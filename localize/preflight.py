@@ -5,13 +5,12 @@ Params. A stage declares (in dvc.yaml) and reads only its own sections, so its o
 depend on nothing else. But a bad value in a later stage's section (say
 `evaluate.threshold: 2`) would otherwise surface only when that stage runs, after the
 heavy stages before it. So each stage first validates *every* section of params.yaml
-through its dataclass, which only decides whether the stage starts, never what it
-writes. That is why those sections are not declared as the stage's params (declaring
-them would rerun every stage whenever any param changed), and why the modules that
-define them are imported by name here, not declared as its code deps. Whichever stage
-DVC runs first after an edit is the first to check, so a bad value stops the pipeline
-before its first heavy stage. Sections a params file leaves out are not checked here;
-the stage that reads them applies its defaults.
+through its dataclass in localize.params, which only decides whether the stage starts,
+never what it writes. That is why those sections are not declared as the stage's params
+(declaring them would rerun every stage whenever any param changed). Whichever stage DVC
+runs first after an edit is the first to check, so a bad value stops the pipeline before
+its first heavy stage. Sections a params file leaves out are not checked here; the stage
+that reads them applies its defaults, which equal params.yaml's (tests/test_params.py).
 
 Temporaries. See localize.atomic: DVC may restore a stage's outputs from its run cache
 without running the stage, so a temporary left by an earlier killed run of that stage

@@ -44,10 +44,10 @@ from localize.params import CLEAN, RobustnessParams
 from localize.plots import robustness_curves
 from localize.preflight import start
 from localize.prepared import Prepared
+from localize.preprocessing import create_npy, init_worker, write_at
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores, setup_threads
 from localize.saved_model import load_model
-from stages.preprocess import _init_worker, _write_at, create_npy
 
 
 def label(kind: str, strength: float) -> str:
@@ -66,7 +66,7 @@ def perturb_source(task: tuple) -> None:
         # Noise seeded by (seed, image, perturbation): the same whatever the worker or the order.
         rng = np.random.default_rng([seed, zlib.crc32(key.encode()), k])
         out = rgb if kind == CLEAN else apply(rgb, kind, strength, rng)
-        _write_at(file, offset, np.ascontiguousarray(resize_image(out, size, size)))
+        write_at(file, offset, np.ascontiguousarray(resize_image(out, size, size)))
 
 
 def _sources(index_path: Path, prepared: Prepared, names: list[str], limit: int | None) -> dict[str, list]:
@@ -108,7 +108,7 @@ def build_perturbed(index_path: Path, prepared: Prepared, rp: RobustnessParams, 
             targets = [(file, at + k * size * size * 3) for file, at in offsets]
             tasks.append((image, width, height, size, f"{name}/{i}", rp.seed, cells, targets))
     for _ in ordered_map(perturb_source, tasks, rp.workers or available_cores(), max_chunk=8,
-                         initializer=_init_worker):
+                         initializer=init_worker):
         pass
     manifest = {"size": size, "generators": [n for n in names if n != REAL],
                 "splits": {name: {"test": len(sources[name])} for name in names}}

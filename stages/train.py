@@ -37,6 +37,7 @@ from localize.models.patches import grid_size
 from localize.plots import training_curves
 from localize.preflight import start
 from localize.prepared import Prepared
+from localize.resume import code_fingerprint, parse_resume_path, resume_path
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
 from localize.splits import TABLE, resolve_source
@@ -52,20 +53,6 @@ def data_fingerprint(prepared: Prepared) -> str:
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
-    return h.hexdigest()
-
-
-def code_fingerprint() -> str:
-    """A hash of the source of every project module this process imported (localize/, stages/):
-    a change to the loss, a model or the loop must not resume checkpoints made by the old code."""
-    root = Path(__file__).resolve().parents[1]
-    packages = (root / "localize", root / "stages")
-    files = sorted({Path(m.__file__).resolve() for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) and any(Path(m.__file__).resolve().is_relative_to(p)
-                                                            for p in packages)})
-    h = hashlib.sha256()
-    for path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
@@ -180,8 +167,8 @@ class Trainer:
         results: dict[str, SavedModel] = {}
         main = self.group.main
         for split in mine:
-            checkpoint = self.checkpoints / f"{split}-{keys[split]}.pt"
-            done = self.checkpoints / f"{split}-{keys[split]}.done.pt"
+            checkpoint = resume_path(self.checkpoints, split, keys[split])
+            done = resume_path(self.checkpoints, split, keys[split], done=True)
             if torchrun.broadcast(done.exists() if main else None, self.group):
                 if main:
                     results[split] = SavedModel.load(done)
@@ -247,7 +234,7 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         torchrun.barrier(ranks)
         if group.main:
             for split in mine:
-                (checkpoints / f"{split}-{keys[split]}.done.pt").unlink(missing_ok=True)
+                resume_path(checkpoints, split, keys[split], done=True).unlink(missing_ok=True)
     finally:
         torchrun.shutdown()
     return results
@@ -287,11 +274,11 @@ def main(argv: list[str] | None = None) -> None:
         # Where a rerun picks up: the newest checkpoint, unless a split finished after it.
         hint = "rerun to resume"
         with contextlib.suppress(Exception):
-            newest = max((p for p in args.checkpoints.glob("*.pt") if not p.name.startswith(".")),
+            newest = max((p for p in args.checkpoints.iterdir() if parse_resume_path(p)),
                          key=lambda p: p.stat().st_mtime)
-            if not newest.name.endswith(".done.pt"):
-                epoch = checkpoint_epoch(newest)
-                hint = f"rerun to resume {newest.name.rsplit('-', 1)[0]} from epoch {epoch + 1}"
+            split, _, done = parse_resume_path(newest)
+            if not done:
+                hint = f"rerun to resume {split} from epoch {checkpoint_epoch(newest) + 1}"
         if not ranks.parallel:
             print(f"interrupted; {hint}", file=sys.stderr)
         raise SystemExit(130) from None

@@ -15,8 +15,9 @@ from PIL import Image
 from localize.config import ParamsError, parse_section
 from localize.demo import faces, generators, masks
 from localize.layout import REAL, SPLITS
+from localize.params import DemoParams
 from stages import demo
-from stages.demo import DemoParams, run
+from stages.demo import run
 
 # Every fill, plain and re-encoded, so each kind of generator is checked; tiny crops, few faces,
 # and several fakes per face where a split has them.

@@ -19,6 +19,7 @@ import yaml
 
 from localize.config import parse_section
 from localize.models import ModelParams
+from localize.resume import resume_files
 from localize.saved_model import SavedModel
 from localize.torchrun import Ranks
 from localize.training import NonFiniteLoss, TrainParams
@@ -94,7 +95,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path):
     proc = start_train(prepared, tmp_path / "cut", **params)
     ckpt = tmp_path / "cut" / "ckpt"
     deadline = time.monotonic() + 240
-    while not [p for p in ckpt.glob("alpha-*.pt") if not p.name.endswith(".done.pt")]:
+    while not resume_files(ckpt, "alpha", done=False):
         assert proc.poll() is None, "the run ended before writing a checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.01)

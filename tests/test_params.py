@@ -100,3 +100,13 @@ def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, mo
         importlib.import_module(f"stages.{stage}").main(args)
     assert str(info.value) == "error: params 'evaluate': threshold must be in (0, 1), got 2.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing started
+
+
+def test_named_choices_match_the_code_behind_them():
+    """localize.params names some choices itself, so checking params imports no model, loss or image code."""
+    from localize import params
+    from localize.demo.generators import NAMES
+    from localize.losses import LOSSES
+
+    assert params.LOSSES == tuple(LOSSES)
+    assert params.DEMO_GENERATORS == NAMES

@@ -18,14 +18,12 @@ from localize import degrade, training
 from localize.batches import ArrayPool
 from localize.config import ParamsError, parse_section
 from localize.imageio import load_rgb, resize_image
+from localize.params import IndexParams, PreprocessParams, RobustnessParams
 from localize.prepared import Prepared
 from localize.training import TrainParams
 from stages import evaluate, robustness
 from stages import index as index_stage
 from stages import preprocess as preprocess_stage
-from stages.index import IndexParams
-from stages.preprocess import PreprocessParams
-from stages.robustness import RobustnessParams
 
 # Blur, JPEG and resizes run in this process too (workers: 1); OpenCV would start its thread pool
 # for them, and a worker process forked after that (index, preprocess, workers: 2) hangs in

@@ -13,19 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import recipe
 
 from localize import training
-from localize.config import parse_section
-from localize.models import ModelParams
-from localize.training import NonFiniteLoss, TrainParams
+from localize.resume import parse_resume_path, resume_files
+from localize.training import NonFiniteLoss
 from stages import evaluate, train
 
 TINY = {"epochs": 3, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1}
 
 
 def run_train(prepared: Path, out: Path, **overrides):
-    tp = parse_section(TrainParams, {**TINY, **overrides}, "train")
-    mp = ModelParams(width=4, dropout=0.1)
+    tp = recipe("train", **{**TINY, **overrides})
+    mp = recipe("model", width=4, dropout=0.1)
     return train.run(prepared, out / "models", out / "dvclive", out / "curves.png", out / "ckpt", mp, tp)
 
 
@@ -33,7 +33,7 @@ def run_evaluate(prepared: Path, out: Path) -> dict:
     paths = {k: out / f"{k}.json" for k in ("iou", "scores", "summary", "cross_root")}
     paths.update(table=out / "table.md", heatmap=out / "heatmap.png", overlays=out / "overlays",
                  cross_root_table=out / "cross_root.md")
-    evaluate.run(prepared, out / "models", paths, evaluate.EvaluateParams(overlay_images=2))
+    evaluate.run(prepared, out / "models", paths, recipe("evaluate", overlay_images=2))
     return json.loads(paths["iou"].read_text())
 
 
@@ -106,7 +106,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         run_train(prepared, tmp_path / "cut", source="alpha")
     assert not (tmp_path / "cut" / "models").exists(), "a killed run leaves no models"
-    assert len(list((tmp_path / "cut" / "ckpt").glob("alpha-*.pt"))) == 1
+    assert len(resume_files(tmp_path / "cut" / "ckpt", "alpha")) == 1
 
     monkeypatch.setattr("localize.training.apply_flips", real_flip)
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
@@ -159,7 +159,7 @@ def interrupted_table_run(prepared: Path, out: Path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         run_train(prepared, out, source="table")
     monkeypatch.setattr("stages.train.fit", real_fit)
-    assert [p.name.split("-")[0] for p in (out / "ckpt").glob("*.done.pt")] == ["alpha"]
+    assert [parse_resume_path(p).split for p in resume_files(out / "ckpt", done=True)] == ["alpha"]
 
 
 def test_a_finished_split_is_reused_after_an_interruption(prepared, tmp_path, monkeypatch, capsys):
@@ -279,10 +279,10 @@ def test_ctrl_c_prints_one_line_saying_where_a_rerun_resumes(prepared, tmp_path)
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
-        while (not list((tmp_path / "ckpt").glob("alpha-*.pt")) and proc.poll() is None
+        while (not resume_files(tmp_path / "ckpt", "alpha") and proc.poll() is None
                and time.monotonic() < deadline):
             time.sleep(0.2)
-        assert list((tmp_path / "ckpt").glob("alpha-*.pt")), (
+        assert resume_files(tmp_path / "ckpt", "alpha"), (
             f"no checkpoint; exit status {proc.poll()}; stderr ends: {(tmp_path / 'err.txt').read_text()[-2000:]}")
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
