@@ -19,7 +19,8 @@ from localize.imageio import MAX_PIXELS, check_image, load_rgb, load_upright_rgb
 from localize.models import ModelParams
 from localize.saved_model import load_model
 from localize.training import TrainParams
-from stages import predict, train
+from stages import train
+from tools import predict
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_a_huge_image_is_refused_from_its_header_and_the_next_one_is_predicted(m
     """A 20000² PNG of a few KB: named in one line, never decoded (peak RSS), and the good image after it runs."""
     huge = png_declaring(tmp_path / "huge.png", 20000, 20000)
     good = write(tmp_path / "good.png", "RGB", (32, 24))
-    status, out, err, peak = run_measured([PYTHON, "-m", "stages.predict", "--model", str(model_path), "--out",
+    status, out, err, peak = run_measured([PYTHON, "-m", "tools.predict", "--model", str(model_path), "--out",
                                            str(tmp_path / "out"), str(huge), str(good)], tmp_path)
     assert status == 1
     assert "Traceback" not in err
