@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from torch import nn
@@ -210,6 +211,16 @@ def rounded(x: float) -> float | None:
     return None if math.isnan(x) else round(float(x), 6)
 
 
+def real_clean(flagged: np.ndarray) -> np.ndarray:
+    """Per real face, 1 if no pixel was flagged, else 0 (Dolos' IoU of a real face)."""
+    return (flagged == 0).astype(np.float64)
+
+
+def ordered_model_files(models_dir: Path) -> list[Path]:
+    """A models folder's files in table order: single generators, then leave-one-out splits, then the rest (`all`)."""
+    return sorted(Path(models_dir).glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+
+
 def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
     """One model's scores on one test set, compact, for the tables beyond the clean one (robustness,
     other roots): per generator IoU with its interval and AP; the mean over generators with its
@@ -221,7 +232,7 @@ def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
     out = {"generators": gens, "iou": rounded(mean_of(cells)),
            "iou_ci": [rounded(v) for v in boot.interval(cells)],
            "ap": rounded(float(np.mean(aps))) if aps else None}
-    clean = (scores.real_flagged == 0).astype(np.float64)
+    clean = real_clean(scores.real_flagged)
     out["real_clean"] = rounded(clean.mean()) if len(clean) else None
     out["real_clean_ci"] = [rounded(v) for v in boot.interval([(REAL, clean)])] if len(clean) else [None, None]
     return out

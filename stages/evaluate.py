@@ -2,7 +2,8 @@
 
     python -m stages.evaluate --prepared data/prepared --models models --iou metrics/iou.json \
         --scores metrics/scores.json --summary metrics/summary.json --table metrics/table.md \
-        --heatmap plots/evaluate/iou_heatmap.png --overlays plots/evaluate/overlays
+        --heatmap plots/evaluate/iou_heatmap.png --overlays plots/evaluate/overlays \
+        --cross-root metrics/cross_root.json --cross-root-table metrics/cross_root.md
 
 Localization: per image, binarize the fake probability at 0.5 and take IoU (1.0 when
 prediction and truth are both empty); a cell is the mean over a generator's test images
@@ -39,8 +40,10 @@ from localize.evaluation import (
     held_out_cells,
     in_domain_cells,
     mean_of,
+    ordered_model_files,
     percent,
     prior_ious,
+    real_clean,
     rounded,
     score_model,
     test_generators,
@@ -89,11 +92,6 @@ def iou_table(r: Results) -> dict[str, dict[str, float]]:
     return {split: _mean_row(ious) for split, ious in r.ious().items()}
 
 
-def _clean(flagged: np.ndarray) -> np.ndarray:
-    """Per real face, 1 if no pixel was flagged, else 0 (Dolos' IoU of a real face)."""
-    return (flagged == 0).astype(np.float64)
-
-
 def _mean_with_interval(r: Results, chosen: list[tuple[str, np.ndarray]]) -> dict:
     """The mean over `chosen` cells (test set name, per-image values) with its bootstrap interval."""
     low, high = r.boot.interval(chosen)
@@ -104,7 +102,7 @@ def real_faces(r: Results, split: str) -> dict:
     flagged = r.scores[split].real_flagged
     if not len(flagged):
         return {"clean": None, "clean_ci": [None, None], "fake_area": None}
-    clean = _clean(flagged)
+    clean = real_clean(flagged)
     return {"clean": rounded(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
             "fake_area": rounded(float(flagged.mean()))}
 
@@ -131,7 +129,7 @@ def detailed_scores(r: Results) -> dict:
 
 def _other_threshold_record(other: OtherThreshold) -> dict:
     """One model's scores at a threshold chosen on its valid set."""
-    clean = _clean(other.real_flagged)
+    clean = real_clean(other.real_flagged)
     return {"threshold": other.threshold, "iou": {g: rounded(float(v.mean())) for g, v in other.ious.items()},
             "real_clean": rounded(float(clean.mean())) if len(clean) else None}
 
@@ -148,7 +146,7 @@ def _at_threshold(r: Results, others: dict[str, OtherThreshold]) -> dict:
     ious = {split: other.ious for split, other in others.items()}
     out = {"in_domain": _mean_with_interval(r, in_domain_cells(ious)),
            "held_out": _mean_with_interval(r, held_out_cells(ious, r.generators))}
-    clean = [(REAL, _clean(other.real_flagged)) for other in others.values()]
+    clean = [(REAL, real_clean(other.real_flagged)) for other in others.values()]
     if all(len(c) for _, c in clean):
         out["real_faces_clean"] = rounded(float(np.mean([c.mean() for _, c in clean])))
         out["real_faces_clean_ci"] = _interval(r.boot.interval(clean))
@@ -171,7 +169,7 @@ def headline(r: Results, detailed: dict) -> dict:
     out["real_faces"] = {key: rounded(float(np.mean([x[key] for x in reals]))) if has_reals else None
                          for key in ("clean", "fake_area")}
     if has_reals:  # the interval of the mean over models: every model sees the same resampled real faces
-        clean = [(REAL, _clean(s.real_flagged)) for s in r.scores.values()]
+        clean = [(REAL, real_clean(s.real_flagged)) for s in r.scores.values()]
         out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
     out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["valid_thresholds"] = at_valid_thresholds(r)
@@ -288,8 +286,7 @@ def write_overlays(r: Results, prepared: Prepared, folder: Path, threshold: floa
 def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple[Prepared, Results]:
     prepared = Prepared(prepared_dir)
     setup_threads(None)
-    # Rows: single generators, then leave-one-out splits, then anything else (`all`).
-    model_files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+    model_files = ordered_model_files(models_dir)
     if not model_files:
         raise FileNotFoundError(f"{models_dir}: no trained models (*.pt) to evaluate")
     models, scores = {}, {}
@@ -331,7 +328,7 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
 def write_cross_root(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams,
                      out: dict[str, Path]) -> None:
     """metrics/cross_root.json and .md: every model on every root of `evaluate.also`, keyed by root."""
-    files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+    files = ordered_model_files(models_dir)
     results = {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
                                 ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
     write_json(out["cross_root"], results)
