@@ -118,11 +118,6 @@ def fake_id(photo_id: str, k: int) -> str:
     return f"{photo_id}-{k}"
 
 
-def photo_of(fake: str) -> str:
-    """The photo id a fake id was made from (photo ids are hex digests: they hold no '-')."""
-    return fake.rsplit("-", 1)[0]
-
-
 def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: str, seed: int,
                k: int = 0) -> np.ndarray:
     """A seeded donor face for fake k from the same split (never the face itself), so no identity leaks."""
