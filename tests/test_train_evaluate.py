@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import recipe
 
-from localize import training
+from localize import losses, training
 from localize.resume import parse_resume_path, resume_files
 from localize.training import NonFiniteLoss
 from stages import evaluate, train
@@ -120,7 +120,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
 
 
 def test_nan_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
-    monkeypatch.setitem(training.LOSSES, "dice",
+    monkeypatch.setitem(losses.LOSSES, "dice",
                         lambda logits, y: logits.sum() * float("nan"))
     with pytest.raises(NonFiniteLoss, match="split 'alpha': loss is nan at epoch 1, step 1"):
         run_train(prepared, tmp_path, source="alpha")
