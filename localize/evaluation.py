@@ -44,11 +44,11 @@ class ModelScores:
     real_detection: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: detection score
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
     # At other thresholds (chosen on valid: `valid_thresholds`), IoU and real faces only, by name.
-    other: dict[str, OtherThreshold] = field(default_factory=dict)
+    at_valid_thresholds: dict[str, ValidThresholdScores] = field(default_factory=dict)
 
 
 @dataclass
-class OtherThreshold:
+class ValidThresholdScores:
     threshold: float
     ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU at `threshold`
     real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
@@ -67,23 +67,24 @@ def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
 
 def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
                 keep: int = 0, other_thresholds: dict[str, float] | None = None) -> ModelScores:
-    out = ModelScores(other={name: OtherThreshold(t) for name, t in (other_thresholds or {}).items()})
+    out = ModelScores(at_valid_thresholds={name: ValidThresholdScores(t)
+                                           for name, t in (other_thresholds or {}).items()})
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
         out.real_flagged = flagged_share(real_probs, threshold)
         real_scores = image_scores(real_probs, detection)
         out.real_detection = real_scores
-        for other in out.other.values():
+        for other in out.at_valid_thresholds.values():
             other.real_flagged = flagged_share(real_probs, other.threshold)
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
-        other_ious = {name: [] for name in out.other}
+        other_ious = {name: [] for name in out.at_valid_thresholds}
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
             pred = binarize(prob, threshold)
             ious.append(iou_per_image(pred, true))
-            for name, other in out.other.items():
+            for name, other in out.at_valid_thresholds.items():
                 other_ious[name].append(iou_per_image(binarize(prob, other.threshold), true))
             f1s.append(f1_per_image(pred, true))
             fake_scores.append(image_scores(prob, detection))
@@ -94,7 +95,7 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         out.ious[gen] = np.concatenate(ious)
         out.detection[gen] = fake_scores
         out.overlays[gen] = np.array(kept)
-        for name, other in out.other.items():
+        for name, other in out.at_valid_thresholds.items():
             other.ious[gen] = np.concatenate(other_ious[name])
         out.cells[gen] = {
             "f1": float(np.concatenate(f1s).mean()),

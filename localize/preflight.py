@@ -48,7 +48,7 @@ def check_params(path: str | Path = "params.yaml") -> None:
             parse_section(cls, values[section], section)
 
 
-def start(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
+def check_and_clear(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
     """A stage's first step: every params section checked, stale temporaries next to `paths` removed."""
     check_params(params)
     remove_stale(Path(p).parent for p in paths)

@@ -29,18 +29,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from localize import torchrun
+from localize import distributed
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
 from localize.degrade import degrade_batch
+from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs_with_masks
 from localize.metrics import binarize, iou_per_image
 from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.params import TrainParams
 from localize.runtime import Runtime, autocast
-from localize.supervision import check_weak_data, training_loss, weak_batches, weak_validate
+from localize.supervision import check_weak_data, training_loss, weak_batches, weak_score_on_valid
 from localize.synthetic import self_blend
-from localize.torchrun import SINGLE, Ranks
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
 
@@ -180,11 +180,11 @@ def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int,
               for prob, true in iter_probs_with_masks(model, images[part], masks[part], batch_size, rt.device,
                                                       rt.precision)]
     scores = np.concatenate(scores) if scores else np.zeros(0)
-    total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
+    total, count = distributed.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
     return total / count if count else float("nan")
 
 
-def validate(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
+def score_on_valid(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
              ) -> dict[str, float]:
     """The selection score: fakes' IoU and real faces left unflagged, weighted equally.
 
@@ -220,7 +220,7 @@ def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.
     saved = None
     if group.main and path is not None and path.exists():
         saved = torch.load(path, map_location="cpu" if group.parallel else device, weights_only=False)
-    saved = torchrun.broadcast(saved, group)
+    saved = distributed.broadcast(saved, group)
     if saved is None:
         return None
     model.load_state_dict(saved["model"])
@@ -255,10 +255,10 @@ def train_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
 
 def select_scores(model: torch.nn.Module, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime,
                   ranks: Ranks) -> dict[str, float]:
-    """The epoch's valid row: image-level under weak supervision (no mask is read), else `validate`."""
+    """The epoch's valid row: image-level under weak supervision (no mask is read), else `score_on_valid`."""
     if tp.supervision == "weak":
-        return weak_validate(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
-    return validate(model, data, rt, tp.batch_size, ranks)
+        return weak_score_on_valid(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
+    return score_on_valid(model, data, rt, tp.batch_size, ranks)
 
 
 def epoch_line(split: str, row: dict[str, float]) -> str:
@@ -308,7 +308,7 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             loss = loss_fn(logits, y[lo:hi])
             value = loss.item()
             if group.parallel:
-                value = torchrun.all_sum([value], group, rt.device)[0] / group.world
+                value = distributed.all_sum([value], group, rt.device)[0] / group.world
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")

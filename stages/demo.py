@@ -37,7 +37,7 @@ from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
 from localize.layout import REAL, SPLITS
 from localize.params import DemoParams
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
@@ -310,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:
-        start("params.yaml", [args.out, args.sheet])
+        check_and_clear("params.yaml", [args.out, args.sheet])
         cfg = load_section(DemoParams, "demo")
         summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
     except (ParamsError, OSError, ValueError) as e:

@@ -36,7 +36,7 @@ from localize.cross_root import score_root
 from localize.evaluation import (
     Bootstrap,
     ModelScores,
-    OtherThreshold,
+    ValidThresholdScores,
     held_out_cells,
     in_domain_cells,
     mean_of,
@@ -55,7 +55,7 @@ from localize.layout import REAL
 from localize.metrics import binarize
 from localize.params import EvaluateParams
 from localize.plots import grid, heatmap, overlay
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.saved_model import SavedModel, load_model
@@ -118,7 +118,7 @@ def detailed_scores(r: Results) -> dict:
                       for gen, ious in s.ious.items()}
         out[split][REAL] = real_faces(r, split)
         out[split]["valid_thresholds"] = {name: _other_threshold_record(other)
-                                          for name, other in s.other.items()}
+                                          for name, other in s.at_valid_thresholds.items()}
     out["baselines"] = {
         "prior": {split: _mean_row(p) for split, p in r.priors.items()},
         "prior_area": r.prior_area,
@@ -127,7 +127,7 @@ def detailed_scores(r: Results) -> dict:
     return out
 
 
-def _other_threshold_record(other: OtherThreshold) -> dict:
+def _other_threshold_record(other: ValidThresholdScores) -> dict:
     """One model's scores at a threshold chosen on its valid set."""
     clean = real_clean(other.real_flagged)
     return {"threshold": other.threshold, "iou": {g: rounded(float(v.mean())) for g, v in other.ious.items()},
@@ -138,11 +138,12 @@ def at_valid_thresholds(r: Results) -> dict:
     """summary.json's `valid_thresholds`: per way of choosing (localize.evaluation.valid_thresholds), the
     headline means with each model at its own choice (each model's threshold is in scores.json, so
     that `dvc metrics show` stays one glance). Not Dolos' protocol, which fixes 0.5."""
-    names = set.intersection(*(set(s.other) for s in r.scores.values()))
-    return {name: _at_threshold(r, {split: s.other[name] for split, s in r.scores.items()}) for name in sorted(names)}
+    names = set.intersection(*(set(s.at_valid_thresholds) for s in r.scores.values()))
+    return {name: _at_threshold(r, {split: s.at_valid_thresholds[name] for split, s in r.scores.items()})
+            for name in sorted(names)}
 
 
-def _at_threshold(r: Results, others: dict[str, OtherThreshold]) -> dict:
+def _at_threshold(r: Results, others: dict[str, ValidThresholdScores]) -> dict:
     ious = {split: other.ious for split, other in others.items()}
     out = {"in_domain": _mean_with_interval(r, in_domain_cells(ious)),
            "held_out": _mean_with_interval(r, held_out_cells(ious, r.generators))}
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in names}
     try:
-        start(args.params, [args.prepared, args.models, *out.values()])
+        check_and_clear(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)
         run(args.prepared, args.models, out, ep)
     except (ParamsError, ValueError, FileNotFoundError) as e:

@@ -9,7 +9,7 @@ import argparse
 
 from localize.config import load_section
 from localize.indexing import IndexParams, run
-from localize.preflight import start
+from localize.preflight import check_and_clear
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="JSON metrics to write")
     args = parser.parse_args(argv)
     try:
-        start("params.yaml", [args.out, args.problems, args.metrics])
+        check_and_clear("params.yaml", [args.out, args.problems, args.metrics])
         cfg = load_section(IndexParams, "index")
         run(args.root, args.out, args.problems, args.metrics, cfg)
     except (ValueError, OSError) as e:  # IndexDataError, ImageReadError and ParamsError are ValueErrors

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from localize.config import load_section
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.preprocessing import PreprocessParams, run
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder to write the arrays and manifest.json into")
     args = parser.parse_args(argv)
     try:
-        start("params.yaml", [args.index, args.out])
+        check_and_clear("params.yaml", [args.index, args.out])
         cfg = load_section(PreprocessParams, "preprocess")
         run(args.index, args.out, cfg)
     except (ValueError, OSError) as e:  # ImageReadError, IndexFileError and ParamsError are ValueErrors

@@ -42,7 +42,7 @@ from localize.index_csv import read_index
 from localize.layout import REAL
 from localize.params import CLEAN, RobustnessParams
 from localize.plots import robustness_curves
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.preprocessing import create_npy, init_worker, write_at
 from localize.process_pool import ordered_map
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in ("headline", "detail", "table", "plots")}
     try:
-        start(args.params, [args.prepared, args.models, *out.values()])
+        check_and_clear(args.params, [args.prepared, args.models, *out.values()])
         rp = load_section(RobustnessParams, "robustness", args.params)
         run(args.index, args.prepared, args.models, out, rp)
     except (ParamsError, ValueError, FileNotFoundError) as e:

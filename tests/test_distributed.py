@@ -19,9 +19,9 @@ import yaml
 from conftest import recipe
 
 from localize.config import read_params
+from localize.distributed import Ranks
 from localize.resume import resume_files
 from localize.saved_model import SavedModel
-from localize.torchrun import Ranks
 from localize.training import NonFiniteLoss
 from stages import train
 

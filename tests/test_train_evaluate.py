@@ -209,13 +209,13 @@ class ConstantModel(torch.nn.Module):
 def test_selection_scores_valid_fakes_and_valid_real_faces(prepared):
     from localize.prepared import Prepared
     from localize.runtime import Runtime
-    from localize.training import Progress, SplitData, validate
+    from localize.training import Progress, SplitData, score_on_valid
 
     p = Prepared(prepared)
     data = SplitData(train=[], valid=[p.arrays("alpha", "valid")], real_valid=[p.arrays("real", "valid")])
     rt = Runtime(torch.device("cpu"), "fp32", 1)
-    loud = validate(ConstantModel(10.0), data, rt, batch_size=4)
-    quiet = validate(ConstantModel(-10.0), data, rt, batch_size=4)
+    loud = score_on_valid(ConstantModel(10.0), data, rt, batch_size=4)
+    quiet = score_on_valid(ConstantModel(-10.0), data, rt, batch_size=4)
     # The fixture's fakes are one 8x8 square in 16x16: flagging everything gives IoU 1/4 on them
     # and flags every real face; flagging nothing gives 0 on fakes and leaves every real face clean.
     assert loud == {"valid_iou": pytest.approx(0.25), "valid_real_clean": 0.0, "valid_score": pytest.approx(0.125)}
@@ -249,12 +249,12 @@ def test_thresholds_chosen_on_valid_are_scored_beside_the_fixed_one(prepared):
     scores = score_model(HalfBrightness(), p, 0.5, 4, "max", other_thresholds={"iou": 0.4, "low": 1e-9})
     # At Dolos' 0.5 nothing is flagged: IoU 0 on every fake; at 0.4 exactly the patch: IoU 1.
     assert all((v == 0).all() for v in scores.ious.values())
-    assert scores.other["iou"].threshold == 0.4
-    assert all((v == 1).all() for v in scores.other["iou"].ious.values())
-    assert (scores.other["iou"].real_flagged == 0).all() and (scores.real_flagged == 0).all()
+    assert scores.at_valid_thresholds["iou"].threshold == 0.4
+    assert all((v == 1).all() for v in scores.at_valid_thresholds["iou"].ious.values())
+    assert (scores.at_valid_thresholds["iou"].real_flagged == 0).all() and (scores.real_flagged == 0).all()
     # Near 0 every pixel is flagged: every real face fails, fakes score their mask's share (an 8x8 patch in 16x16).
-    assert (scores.other["low"].real_flagged == 1).all()
-    assert all(np.allclose(v, 0.25) for v in scores.other["low"].ious.values())
+    assert (scores.at_valid_thresholds["low"].real_flagged == 1).all()
+    assert all(np.allclose(v, 0.25) for v in scores.at_valid_thresholds["low"].ious.values())
     assert score_model(HalfBrightness(), p, 0.5, 4, "max").other == {}
 
 

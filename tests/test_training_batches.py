@@ -8,9 +8,9 @@ import torch
 
 from localize.batches import ArrayPool, to_input
 from localize.config import ParamsError, parse_section
+from localize.distributed import Ranks
 from localize.layout import REAL
 from localize.prepared import Prepared
-from localize.torchrun import Ranks
 from localize.training import TrainParams, batch_slice, check_data, epoch_batches, learning_rate
 
 CPU = torch.device("cpu")
