@@ -255,7 +255,7 @@ def test_thresholds_chosen_on_valid_are_scored_beside_the_fixed_one(prepared):
     # Near 0 every pixel is flagged: every real face fails, fakes score their mask's share (an 8x8 patch in 16x16).
     assert (scores.at_valid_thresholds["low"].real_flagged == 1).all()
     assert all(np.allclose(v, 0.25) for v in scores.at_valid_thresholds["low"].ious.values())
-    assert score_model(HalfBrightness(), p, 0.5, 4, "max").other == {}
+    assert score_model(HalfBrightness(), p, 0.5, 4, "max").at_valid_thresholds == {}
 
 
 def test_a_split_without_train_images_is_refused_before_any_split_trains(prepared, tmp_path):
