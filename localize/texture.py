@@ -14,7 +14,6 @@ Everything is seeded (`texture.seed`): the pixel sample and the classifier's own
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,38 +22,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from localize.batches import to_input
 from localize.metrics import iou_per_image
+from localize.params import TextureParams
 from localize.residuals import residual_features
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images uint8 (N,H,W,3), masks uint8 (N,H,W), 1 = fake)
 
 BATCH = 64  # images per feature batch
-
-
-@dataclass(frozen=True)
-class TextureParams:
-    pixels: int  # training pixels sampled per split
-    real: float  # share of those pixels taken from real training faces (all real)
-    iterations: int  # boosting iterations
-    learning_rate: float
-    leaves: int  # max leaf nodes per tree
-    smooth: int  # side of the box filter over the probability map (1 = none)
-    seed: int
-
-    def validate(self) -> None:
-        if not 1_000 <= self.pixels <= 5_000_000:
-            raise ValueError(f"pixels must be in [1000, 5000000], got {self.pixels}")
-        if not 0 <= self.real < 1:
-            raise ValueError(f"real must be in [0, 1), got {self.real}")
-        if not 1 <= self.iterations <= 2_000:
-            raise ValueError(f"iterations must be in [1, 2000], got {self.iterations}")
-        if not 0 < self.learning_rate <= 1:
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
-        if not 2 <= self.leaves <= 255:
-            raise ValueError(f"leaves must be in [2, 255], got {self.leaves}")
-        if self.smooth < 1 or self.smooth % 2 == 0:
-            raise ValueError(f"smooth must be an odd number >= 1, got {self.smooth}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 def features(images: np.ndarray) -> np.ndarray:

@@ -19,12 +19,13 @@ import numpy as np
 
 from localize.atomic import atomic_file
 from localize.config import ParamsError, load_section, read_params
-from localize.demo.ceiling import CeilingParams, source_id, visible_change
+from localize.demo.ceiling import source_id, visible_change
 from localize.imageio import load_rgb, resize_mask
 from localize.index_csv import read_index
 from localize.layout import REAL
 from localize.metrics import iou_per_image
-from localize.preflight import start
+from localize.params import CeilingParams
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     try:
-        start(args.params, [args.out])
+        check_and_clear(args.params, [args.out])
         p = load_section(CeilingParams, "ceiling", args.params)
         # How the demo re-encoded its `-jpeg` fakes (dvc.yaml declares demo.jpeg_quality as a param).
         demo = read_params(args.params).get("demo") or {}

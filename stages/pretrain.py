@@ -20,11 +20,12 @@ from localize.atomic import atomic_file
 from localize.config import ParamsError, load_section
 from localize.layout import REAL
 from localize.models import ModelParams
-from localize.preflight import start
+from localize.params import PretrainParams, TrainParams
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
-from localize.training import PretrainParams, SplitData, TrainParams, fit
+from localize.training import SplitData, fit
 
 
 def as_train_params(p: PretrainParams) -> TrainParams:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     try:
-        start(args.params, [args.out])
+        check_and_clear(args.params, [args.out])
         p = load_section(PretrainParams, "pretrain", args.params)
         mp = load_section(ModelParams, "model", args.params)
         saved = pretrain(Prepared(args.prepared), mp, p)

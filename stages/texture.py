@@ -23,7 +23,7 @@ from localize.atomic import atomic_dir
 from localize.config import ParamsError, load_section, read_params
 from localize.layout import REAL
 from localize.metrics import iou_per_image
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.splits import resolve_source
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
     try:
-        start(args.params, [args.out])
+        check_and_clear(args.params, [args.out])
         p = load_section(TextureParams, "texture", args.params)
         # The splits are the train stage's: the one key of `train` this stage reads (dvc.yaml: train.source).
         source = (read_params(args.params).get("train") or {}).get("source", "table")

@@ -20,7 +20,9 @@ TINY = {
     "demo": {"size": 32, "max_faces": 10},
     "preprocess": {"size": 16},
     "model": {"width": 4},
+    "pretrain": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
     "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
+    "texture": {"pixels": 2000, "iterations": 5},
     "evaluate": {"overlay_images": 2},
     "robustness": {"sweep": {"jpeg": [50], "noise": [5]}, "max_images": 4, "bootstrap": 50},
 }

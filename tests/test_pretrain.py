@@ -10,12 +10,13 @@ import torch
 
 from localize.config import parse_section
 from localize.models import ModelParams
+from localize.params import PretrainParams, TrainParams
 from localize.prepared import Prepared
 from localize.saved_model import SavedModel
-from localize.training import PretrainParams, TrainParams
 from stages import pretrain, train
 
-TINY_TRAIN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1}
+TINY_TRAIN = {"epochs": 1, "steps_per_epoch": 2, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1,
+              "init": "scratch"}
 TINY_PRETRAIN = PretrainParams(epochs=1, steps_per_epoch=2, batch_size=8, lr=0.01, real=0.25,
                                         precision="fp32")
 MODEL = ModelParams(arch="unet-hp", width=4, dropout=0.1)

@@ -24,7 +24,8 @@ from localize.training import TrainParams
 from stages import evaluate, train
 from stages import preprocess as preprocess_stage
 
-TINY = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1}
+TINY = {"epochs": 2, "steps_per_epoch": 3, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1,
+        "init": "scratch"}
 
 
 def run_train(prepared: Path, out: Path, arch: str = "patches", **overrides):

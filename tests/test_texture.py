@@ -11,8 +11,9 @@ from localize.bounds import TextureScores, markdown_rows, texture_summary
 from localize.demo.ceiling import source_id, visible_change
 from localize.demo.generators import jpeg_round_trip
 from localize.evaluation import Bootstrap
+from localize.params import TextureParams
 from localize.residuals import FEATURES, NAMES, residual_features
-from localize.texture import TextureParams, choose_threshold, fit, maps
+from localize.texture import choose_threshold, fit, maps
 
 
 def _noisy_square(rng: np.random.Generator, n: int, size: int = 24) -> tuple[np.ndarray, np.ndarray]:

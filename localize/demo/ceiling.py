@@ -12,20 +12,9 @@ every cell is to be read against this row, not against 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from localize.demo.generators import JPEG_SUFFIX, jpeg_round_trip
-
-
-@dataclass(frozen=True)
-class CeilingParams:
-    min_change: float  # grey levels (0-255, max over channels) that count as a visible change
-
-    def validate(self) -> None:
-        if not 0 < self.min_change <= 255:
-            raise ValueError(f"min_change must be in (0, 255], got {self.min_change}")
 
 
 def source_id(fake_id: str) -> str:
