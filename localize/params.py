@@ -25,7 +25,7 @@ LOSSES = ("dice", "dice-bce")  # localize.losses.LOSSES
 DEMO_GENERATORS = ("telea", "navier-stokes", "biharmonic", "poisson", "patchmatch",  # localize.demo.DEMO_GENERATORS
                    "telea-jpeg", "navier-stokes-jpeg", "biharmonic-jpeg", "poisson-jpeg", "patchmatch-jpeg")
 # model.arch choices.
-ARCHS = ("unet-seed", "unet-hp", "unet-tex", "unet-tex-head", "unet-res-srm", "unet-res", "patches")
+ARCHS = ("unet-seed", "unet-hp", "unet-tex", "unet-tex-inputs", "unet-res-srm", "unet-res", "patches")
 SUPERVISIONS = ("full", "weak")
 
 # Five generators by default: each one adds two models (alone, and held out) to the training
@@ -157,7 +157,7 @@ class PreprocessParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    arch: str = choice(*ARCHS, default="unet-hp")
+    arch: str = choice(*ARCHS, default="unet-tex")
     width: int = 24
     dropout: float = 0.2
 
@@ -234,7 +234,7 @@ class TrainParams:
 class PretrainParams:
     """The pretrain stage (stages/pretrain.py): self-blends of the real training faces only."""
 
-    epochs: int = 10  # 0 = no pretraining (the file then holds the seeded initial weights)
+    epochs: int = 12  # 0 = no pretraining (the file then holds the seeded initial weights)
     steps_per_epoch: int = 50  # of `batch_size` images; the cosine schedule runs over all epochs' steps
     batch_size: int = 16
     lr: float = 0.001

@@ -1,5 +1,5 @@
 """Local residual statistics of an image: the hand-made features of the `texture` baseline, and
-the fixed input channels of `unet-tex`.
+the fixed input channels (and the per-pixel head) of `unet-tex`.
 
 Inpainting leaves its plainest trace in the high-frequency residual: a diffusion fill (Telea,
 Navier-Stokes, biharmonic) is too smooth, a copied or blended texture carries another region's

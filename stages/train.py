@@ -84,8 +84,8 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
     if mp.arch == "unet-seed" and prepared.size % 4:
         # Two max-pools and two x2 upsamplings: other sizes cannot be concatenated back.
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
-    if mp.arch == "unet-hp" and prepared.size < 16:
-        raise ValueError(f"model.arch unet-hp pools four times and needs preprocess.size >= 16, got {prepared.size}")
+    if mp.arch in ("unet-hp", "unet-tex", "unet-tex-inputs") and prepared.size < 16:
+        raise ValueError(f"model.arch {mp.arch} pools four times and needs preprocess.size >= 16, got {prepared.size}")
     if tp.distribute == "data":
         batch_slice(tp.batch_size, Ranks(world=world))  # fit's check, made before any process starts
     if world > 1 and tp.distribute == "splits" and len(splits) < world:

@@ -20,9 +20,9 @@ def build_model(p: ModelParams) -> nn.Module:
     if p.arch == "unet-hp":
         return HighPassUNet(p.width, p.dropout)
     if p.arch == "unet-tex":
-        return HighPassUNet(p.width, p.dropout, residual_stats=True)
-    if p.arch == "unet-tex-head":
         return HighPassUNet(p.width, p.dropout, residual_stats=True, pixel_head=True)
+    if p.arch == "unet-tex-inputs":  # unet-tex without its per-pixel head: the statistics as inputs only
+        return HighPassUNet(p.width, p.dropout, residual_stats=True)
     if p.arch == "unet-res-srm":
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":

@@ -14,6 +14,12 @@ inpainting leaves its strongest trace in the noise (fills too smooth, or texture
 from elsewhere), and from scratch on little data the first convolution would need many
 steps to learn such filters.
 
+`unet-tex` (the default) also sees the local residual statistics that the `texture` baseline
+classifies (localize/residuals.py: log residual energies at three window sizes and two scales,
+each also relative to the image's median), and adds a per-pixel classifier on them (1 x 1
+convolutions) to its logits: the baseline's per-pixel decision is then a few steps away, and the
+U-Net spends its steps on the context around it. `unet-tex-inputs` has the inputs, not the head.
+
 The blocks are the seed's (Conv-BN-ReLU x 2, `parts.ConvBlock`); downsampling is a
 max-pool, upsampling bilinear, as in the seed, so only the layout differs. Any input side
 works: each up step resizes to its skip's exact size.
