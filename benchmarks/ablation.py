@@ -13,6 +13,7 @@ another in one process, so their times compare within the run (a shared machine 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -31,16 +32,19 @@ from localize.evaluation import Bootstrap, score_model  # noqa: E402
 from localize.inference import with_tta  # noqa: E402
 from localize.layout import REAL  # noqa: E402
 from localize.models import ModelParams, build_model  # noqa: E402
+from localize.params import PretrainParams  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
 from localize.runtime import Runtime, pick_precision, setup_threads  # noqa: E402
 from localize.splits import training_splits  # noqa: E402
 from localize.training import SplitData, TrainParams, fit  # noqa: E402
+from stages.pretrain import pretrain  # noqa: E402
 
 # The measured budget: 12 epochs x 25 steps (300 steps of batch 16), width 32, one change per row.
 BUDGET = {"train.epochs": 12, "train.steps_per_epoch": 25, "model.width": 32}
 DEFAULT_RECIPE = {"model.arch": "unet-hp", "train.real": 0.25, "train.loss": "dice-bce", "train.schedule": "cosine",
                   "model.width": 24}
-SEED_RECIPE = {"model.arch": "unet-seed", "train.loss": "dice", "train.real": 0.0, "train.schedule": "constant"}
+SEED_RECIPE = {"model.arch": "unet-seed", "train.loss": "dice", "train.real": 0.0, "train.schedule": "constant",
+               "train.init": "scratch"}
 DEFAULT_BUDGET = {"train.epochs": 8, "train.steps_per_epoch": 20, "train.precision": "fp32"}
 ROWS = {
     "seed": ("the seed's U-Net and recipe (Dice, no real faces, constant rate)", {}),
@@ -66,16 +70,18 @@ ROWS = {
     "size128-2x": ("the default recipe at 128 px, twice the steps", {**DEFAULT_RECIPE, "preprocess.size": 128,
                                                                      "train.epochs": 24}),
     # At the default table's budget (8 epochs x 20 steps, width 24, fp32): the levers of unet-tex.
-    "default": ("the default recipe at its own budget", {**DEFAULT_RECIPE, **DEFAULT_BUDGET}),
-    "tex": ("unet-tex: + the texture baseline's residual statistics as inputs",
-            {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex"}),
-    "tex-lr3": ("unet-tex, learning rate 0.003", {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex",
-                                                "train.lr": 0.003}),
-    "tex-lr10": ("unet-tex, learning rate 0.01", {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex",
-                                                "train.lr": 0.01}),
-    "tex-lr3-2x": ("unet-tex, learning rate 0.003, twice the steps",
-                   {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex", "train.lr": 0.003,
-                    "train.steps_per_epoch": 40}),
+    "hp160": ("the previous default (unet-hp) at this budget", {**DEFAULT_RECIPE, **DEFAULT_BUDGET}),
+    "tex-inputs": ("unet-tex-inputs: + the texture baseline's residual statistics as inputs",
+                   {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex-inputs"}),
+    "tex-lr3": ("unet-tex-inputs, learning rate 0.003",
+                {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex-inputs", "train.lr": 0.003}),
+    "tex": ("unet-tex: + a per-pixel head on the statistics", {**DEFAULT_RECIPE, **DEFAULT_BUDGET,
+                                                             "model.arch": "unet-tex"}),
+    "tex-inputs-pre": ("unet-tex-inputs fine-tuned from the pretrain stage's weights",
+                       {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex-inputs",
+                        "train.init": "pretrained"}),
+    "tex-pre": ("unet-tex fine-tuned from the pretrain stage's weights (the default)",
+                {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex", "train.init": "pretrained"}),
 }
 
 
@@ -85,6 +91,7 @@ class Row:
     train: TrainParams
     tta: str = "none"
     size: int | None = None  # preprocess.size; None = the --prepared arrays' own
+    pretrain: PretrainParams | None = None  # the committed `pretrain` section, for train.init: pretrained
 
 
 def row_params(params: Path, overrides: dict) -> Row:
@@ -99,7 +106,8 @@ def row_params(params: Path, overrides: dict) -> Row:
             other[key] = value
     return Row(parse_section(ModelParams, sections["model"], "model"),
                parse_section(TrainParams, sections["train"], "train"),
-               other.get("evaluate.tta", "none"), other.get("preprocess.size"))
+               other.get("evaluate.tta", "none"), other.get("preprocess.size"),
+               parse_section(PretrainParams, committed.get("pretrain"), "pretrain"))
 
 
 def size_and_folder(spec: str) -> tuple[int, Path]:
@@ -122,6 +130,12 @@ def prepared_at(size: int | None, default: Path, others: dict[int, Path]) -> Pre
     return Prepared(others[size])
 
 
+@functools.cache
+def pretrained(prepared: Prepared, mp: ModelParams, p: PretrainParams) -> dict:
+    """The pretrain stage's weights for this network (once per process; its time is the first row's)."""
+    return pretrain(prepared, mp, p).state_dict
+
+
 def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap) -> str:
     mp, tp = row.model, row.train
     device = torch.device("cpu")
@@ -130,7 +144,8 @@ def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Boo
                      valid=[prepared.arrays(g, "valid") for g in gens],
                      real_valid=[prepared.arrays(REAL, "valid")], real_train=[prepared.arrays(REAL, "train")])
     start = time.perf_counter()
-    weights, _ = fit(split, data, mp, tp, rt, verbose=False)
+    init = pretrained(prepared, mp, row.pretrain) if tp.init == "pretrained" else None
+    weights, _ = fit(split, data, mp, tp, rt, verbose=False, init=init)
     seconds = time.perf_counter() - start
     model = build_model(mp)
     model.load_state_dict(weights)
