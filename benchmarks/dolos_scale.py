@@ -134,6 +134,7 @@ def measured(command: list[str], cwd: Path) -> dict:
     busy = sum(1 for t in cpu_by_pid.values() if t >= 0.2 * max(cpu_by_pid.values(), default=0) and t > 0.5)
     return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, "cpu_s": cpu, "cores_busy": cpu / wall,
             "busy_processes": busy, "load_1min": os.getloadavg()[0],
+            "cpu_s_by_process": sorted((round(t, 2) for t in cpu_by_pid.values()), reverse=True)[:4],
             "output": output[-2000:]}
 
 
@@ -242,7 +243,7 @@ def report(runs: list[dict], proj: dict, recipe: tuple[int, int, int]) -> str:
             rate = f", {m['files_per_s']:.0f} files/s" if "files_per_s" in m else ""
             lines.append(f"  {name:<10} {m['wall_s']:7.1f} s wall{rate}, peak RSS {m['peak_rss_mb']:.0f} MB, "
                          f"CPU {m['cpu_s']:.1f} s = {m['cores_busy']:.2f} cores busy, {m['busy_processes']} busy "
-                         f"processes, load {m['load_1min']:.1f}")
+                         f"processes (CPU s of the busiest: {m['cpu_s_by_process']}), load {m['load_1min']:.1f}")
         rt = r["rate"]
         lines.append(f"  steps      {rt['arch']} {rt['precision']} {rt['threads']} threads: {rt['step_s']:.2f} s/step, "
                      f"{rt['images_per_s']:.1f} images/s, {rt['train_flops_per_image'] / 1e9:.2f} GFLOP per training "
