@@ -50,7 +50,7 @@ class TrainParams:
     source: str = "table"
     epochs: int = 12
     # Fixed steps per epoch give every split the same compute, whether it pools one
-    # generator or several; null means one full pass over the training images.
+    # generator or several; null means one full pass over the training fakes (localize/budget.py).
     steps_per_epoch: int | None = 25
     batch_size: int = 16
     lr: float = 0.001

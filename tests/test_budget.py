@@ -111,7 +111,7 @@ def tiny_fit(prepared: Path, monkeypatch, scores: list[float] | None = None, **t
     if scores is not None:
         rows = iter(scores)
         monkeypatch.setattr(training, "select_scores", lambda *a, **k: {"valid_score": next(rows)})
-    tp = parse_section(TrainParams, {"batch_size": 4, "precision": "fp32", "lr": 0.01, **train}, "train")
+    tp = parse_section(TrainParams, {"batch_size": 4, "precision": "fp32", "lr": 0.01, "real": 0.0, **train}, "train")
     rt = Runtime(torch.device("cpu"), "fp32", 1)
     return fit("alpha", data, ModelParams(width=4), tp, rt, verbose=False)
 
