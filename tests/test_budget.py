@@ -16,12 +16,13 @@ from localize import training
 from localize.budget import plan_budget, summary_record, under_one_pass
 from localize.config import ParamsError, parse_section
 from localize.models import ModelParams
+from localize.params import TrainParams
 from localize.preflight import check_params
 from localize.runtime import Runtime
 from localize.saved_model import SavedModel
 from localize.splits import TABLE, resolve_source
-from localize.training import SplitData, TrainParams, fit
-from stages.reference import read_overrides, with_sets
+from localize.training import SplitData, fit
+from tools.reference import read_overrides, with_sets
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "metrics" / "reference" / "dolos" / "overrides"

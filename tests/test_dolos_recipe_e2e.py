@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from test_pipeline_dvc import COPIED, dvc, git_commit, sh
 
-from stages.reference import read_overrides, with_sets
+from tools.reference import read_overrides, with_sets
 
 REPO = Path(__file__).resolve().parents[1]
 
