@@ -31,6 +31,7 @@ import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
 from localize.bounds import TextureScores, ceiling_summary, load_ceiling, load_texture, markdown_rows, texture_summary
+from localize.budget import summary_record
 from localize.config import ParamsError, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
@@ -187,6 +188,9 @@ def headline(r: Results, detailed: dict) -> dict:
         out["ceiling"] = ceiling_summary(r.ceiling, r.boot)
     out["valid_thresholds"] = at_valid_thresholds(r)
     out["runtime"] = runtime_record(r.models)
+    budget = summary_record({split: m.budget for split, m in r.models.items()})
+    if budget:  # only a run whose models saw less than one pass over their training fakes has the key
+        out["budget"] = budget
     return out
 
 
