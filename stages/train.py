@@ -42,6 +42,7 @@ from localize.saved_model import SavedModel
 from localize.splits import TABLE, resolve_source
 from localize.torchrun import SINGLE, Ranks
 from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
+from localize.training import set_aside as set_aside_file
 
 
 def data_fingerprint(prepared: Prepared) -> str:
@@ -182,9 +183,16 @@ class Trainer:
         for split in mine:
             checkpoint = self.checkpoints / f"{split}-{keys[split]}.pt"
             done = self.checkpoints / f"{split}-{keys[split]}.done.pt"
-            if torchrun.broadcast(done.exists() if main else None, self.group):
+            finished = None
+            if main and done.exists():
+                try:
+                    finished = SavedModel.load(done)
+                except ValueError as e:  # truncated or foreign: retrain the split, never fail on every rerun
+                    aside = set_aside_file(done)
+                    tqdm.write(f"{e}; set aside as {aside.name}, {split} trains again")
+            if torchrun.broadcast(finished is not None if main else None, self.group):
                 if main:
-                    results[split] = SavedModel.load(done)
+                    results[split] = finished
                     tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
                     if self.live is not None:
                         _log_history(self.live, split, results[split].history)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,6 +23,10 @@ from localize.training import NonFiniteLoss, TrainParams
 from stages import evaluate, train
 
 TINY = {"epochs": 3, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1}
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def run_train(prepared: Path, out: Path, **overrides):
@@ -112,6 +118,61 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
     assert resumed.history == whole.history
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
+    # Byte for byte: DVC hashes the file, so equal weights in different bytes would rerun evaluate.
+    assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
+
+
+def checkpointed_run(prepared: Path, out: Path, monkeypatch) -> Path:
+    """An `alpha` run stopped at the start of epoch 3: its epoch-2 checkpoint, returned, is on disk."""
+    real_flip = training.apply_flips
+    calls = {"n": 0}
+
+    def dying_flip(*args):
+        calls["n"] += 1
+        if calls["n"] > 2 * TINY["steps_per_epoch"]:
+            raise KeyboardInterrupt
+        return real_flip(*args)
+
+    monkeypatch.setattr("localize.training.apply_flips", dying_flip)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, out, source="alpha")
+    monkeypatch.setattr("localize.training.apply_flips", real_flip)
+    [checkpoint] = (out / "ckpt").glob("alpha-*.pt")
+    return checkpoint
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_set_aside(prepared, tmp_path, monkeypatch, capsys):
+    checkpoint = checkpointed_run(prepared, tmp_path, monkeypatch)
+    marker = tmp_path / "pwned"
+    with checkpoint.open("wb") as f:
+        pickle.dump({"model": _RunsCode(marker), "optimizer": {}, "progress": {}}, f)
+    capsys.readouterr()
+    result = run_train(prepared, tmp_path, source="alpha")["alpha"]
+    assert not marker.exists(), "loading a checkpoint ran code"
+    out = capsys.readouterr().out
+    assert f"{checkpoint}: not a readable checkpoint" in out and "trains from epoch 1" in out
+    assert checkpoint.with_name(checkpoint.name + ".corrupt").exists()
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_a_truncated_checkpoint_is_named_set_aside_and_retrained(prepared, tmp_path, monkeypatch, capsys):
+    whole = run_train(prepared, tmp_path / "whole", source="alpha")
+    checkpoint = checkpointed_run(prepared, tmp_path / "cut", monkeypatch)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    resumed = run_train(prepared, tmp_path / "cut", source="alpha")
+    assert f"{checkpoint}: not a readable checkpoint" in capsys.readouterr().out
+    assert resumed["alpha"].history == whole["alpha"].history
+    assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
+    run_train(prepared, tmp_path / "cut", source="alpha")  # and the next rerun too
 
 
 def test_nan_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
@@ -180,6 +241,17 @@ def test_a_changed_image_invalidates_a_finished_split(prepared, tmp_path, monkey
     out = capsys.readouterr().out
     assert "already trained" not in out and "resuming" not in out
     assert "[alpha] epoch 3:" in out
+
+
+def test_a_truncated_finished_split_is_set_aside_and_trained_again(prepared, tmp_path, monkeypatch, capsys):
+    interrupted_table_run(prepared, tmp_path, monkeypatch)
+    [done] = (tmp_path / "ckpt").glob("*.done.pt")
+    done.write_bytes(done.read_bytes()[:500])
+    capsys.readouterr()
+    run_train(prepared, tmp_path, source="table")
+    out = capsys.readouterr().out
+    assert f"{done}: not a model saved by the train stage" in out and "alpha trains again" in out
+    assert (tmp_path / "models" / "alpha.pt").exists()
 
 
 def test_a_code_change_invalidates_a_finished_split(prepared, tmp_path, monkeypatch, capsys):
