@@ -41,11 +41,13 @@ from tqdm import tqdm
 from localize.atomic import atomic_file
 from localize.config import choice, load_section
 from localize.imageio import (
+    MAX_FILE_BYTES_PER_PIXEL,
     MAX_PIXELS,
     ImageReadError,
     ImageSizeError,
     ImageTooLargeError,
     check_image,
+    check_max_file_bytes_per_pixel,
     check_max_pixels,
     fake_from_channel0,
     is_image_file,
@@ -81,12 +83,15 @@ class IndexParams:
     workers: int = 0  # processes for the checks; 0 = every core this process may use
     # Largest width x height read; bigger files are refused before any decode. null: MAX_PIXELS.
     max_pixels: int | None = None
+    # Largest file per declared pixel (plus 1 MiB of metadata); more is data after the image, refused unread.
+    max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL
 
     def validate(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
         if self.max_pixels is not None:
             check_max_pixels(self.max_pixels, "max_pixels")
+        check_max_file_bytes_per_pixel(self.max_file_bytes_per_pixel, "max_file_bytes_per_pixel")
 
     @property
     def pixel_limit(self) -> int:
@@ -380,17 +385,17 @@ def _kind(e: ImageReadError) -> str:
     return "too-large" if isinstance(e, ImageTooLargeError) else "unreadable"
 
 
-def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
+def check_pair(task: tuple[str, str, int, int]) -> dict[str, Any]:
     """Check one image (and its mask, "" for real): size, mode, integrity, fake fraction, grey values.
 
     No file is decoded whose header declares more than `max_pixels` pixels, and no mask whose
     header size differs from its image's. Returns plain data (it travels back from a worker):
     width, height, fake_fraction, and problems as (severity, kind, path, text) tuples.
     """
-    image, mask, max_pixels = task
+    image, mask, max_pixels, max_file_bytes_per_pixel = task
     out: dict[str, Any] = {"width": 0, "height": 0, "fake_fraction": 0.0, "problems": []}
     try:
-        info = check_image(image, max_pixels)
+        info = check_image(image, max_pixels, max_file_bytes_per_pixel)
     except ImageReadError as e:
         out["problems"].append((ERROR, _kind(e), image, e.problem))
         info = None
@@ -405,7 +410,8 @@ def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
     try:
         # A full decode, with the same integrity checks, once the header has passed.
         channel0 = load_mask_channel0(mask, max_pixels=max_pixels,
-                                      expected=None if info is None else (info.width, info.height))
+                                      expected=None if info is None else (info.width, info.height),
+                                      max_file_bytes_per_pixel=max_file_bytes_per_pixel)
     except ImageSizeError as e:
         (w, h), (iw, ih) = e.size, e.expected
         out["problems"].append((ERROR, "size-mismatch", mask, f"mask is {w}x{h} but its image is {iw}x{ih}"))
@@ -426,9 +432,10 @@ def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
     return out
 
 
-def _check_all(pairs: list[Pair], workers: int, max_pixels: int) -> Iterator[dict[str, Any]]:
+def _check_all(pairs: list[Pair], workers: int, max_pixels: int,
+               max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> Iterator[dict[str, Any]]:
     """check_pair over every pair, in order, on `workers` processes (results are small)."""
-    tasks = [(p.image, p.mask, max_pixels) for p in pairs]
+    tasks = [(p.image, p.mask, max_pixels, max_file_bytes_per_pixel) for p in pairs]
     results = ordered_map(check_pair, tasks, workers, max_chunk=64)
     yield from tqdm(results, total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
 
@@ -479,7 +486,7 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
         raise
 
     rows = []
-    results = _check_all(pairs, cfg.workers or available_cores(), cfg.pixel_limit)
+    results = _check_all(pairs, cfg.workers or available_cores(), cfg.pixel_limit, cfg.max_file_bytes_per_pixel)
     for pair, result in zip(pairs, results, strict=True):
         problems += [Problem(sev, kind, pair.generator, pair.split, path, text, pair.id)
                      for sev, kind, path, text in result["problems"]]

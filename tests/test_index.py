@@ -578,3 +578,39 @@ def test_data_root_param_is_checked():
     for bad in ("", 'a"b', "$HOME/x", "a\nb"):
         with pytest.raises(ParamsError, match="root"):
             parse_section(DataParams, {"root": bad}, "data")
+
+
+def add_sparse_tail(path: Path, tail: int = 2 << 30) -> Path:
+    """Grow a file by `tail` bytes of zeros after its end (IEND for a PNG), sparse: no disk is used."""
+    os.truncate(path, path.stat().st_size + tail)
+    return path
+
+
+def test_a_png_with_a_2gb_tail_is_refused_unread(tmp_path):
+    """A valid 24x24 PNG followed by 2 GB: refused from its header and its size, never read (peak RSS)."""
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2, "test": 1}, p2=False)
+    bad = add_sparse_tail(root / "fake/lama/images/train/00002.png")
+    (tmp_path / "params.yaml").write_text("index:\n  on_error: skip\n  workers: 1\n")
+    status, _, err, peak = run_measured([PYTHON, "-m", "stages.index", "--root", str(root), "--out", "index.csv",
+                                         "--problems", "problems.csv", "--metrics", "data.json"], tmp_path)
+    assert status == 0, err
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    report = pd.read_csv(tmp_path / "problems.csv", dtype=str, keep_default_na=False).set_index("path")
+    assert report.loc[str(bad), "kind"] == "too-large"
+    assert "far more than its 24x24 pixels need" in report.loc[str(bad), "problem"]
+    assert "max_file_bytes_per_pixel 16" in report.loc[str(bad), "problem"]
+
+
+def test_trailing_bytes_within_the_limit_are_read_and_the_limit_is_a_param(tree):
+    from localize.imageio import FILE_SLACK, load_rgb
+
+    image = tree / "fake/lama/images/train/00001.png"
+    before = load_rgb(image)
+    add_sparse_tail(image, FILE_SLACK)  # metadata-sized: still far inside 16 bytes per pixel + 1 MiB
+    assert np.array_equal(load_rgb(image), before)
+    with pytest.raises(ImageTooLargeError, match="far more than its 24x24 pixels need"):
+        load_rgb(image, max_file_bytes_per_pixel=1)
+    for bad in (0, -1, 10**6, 1.5, True, "16"):
+        with pytest.raises(ParamsError, match="max_file_bytes_per_pixel"):
+            parse_section(IndexParams, {"max_file_bytes_per_pixel": bad}, "index")

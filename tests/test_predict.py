@@ -94,6 +94,20 @@ def test_a_huge_image_is_refused_from_its_header_and_the_next_one_is_predicted(m
         predict.main(["--model", str(model_path), "--out", str(tmp_path / "o2"), "--max-pixels", "100", str(good)])
 
 
+def test_an_image_with_a_2gb_tail_is_refused_unread(model_path, tmp_path):
+    from test_index import add_sparse_tail
+
+    bad = add_sparse_tail(write(tmp_path / "tail.png", "RGB", (32, 24)))
+    good = write(tmp_path / "good.png", "RGB", (32, 24))
+    status, out, err, peak = run_measured([PYTHON, "-m", "stages.predict", "--model", str(model_path), "--out",
+                                           str(tmp_path / "out"), str(bad), str(good)], tmp_path)
+    assert status == 1 and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {bad}: file is ") and "far more than its 32x24 pixels need" in line
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    assert (tmp_path / "out" / "good.prob.png").exists() and not (tmp_path / "out" / "tail.prob.png").exists()
+
+
 class RunsCode:
     def __reduce__(self):
         return os.system, (f"touch {MARKER}",)
