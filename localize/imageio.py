@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import reprlib
 import struct
 import warnings
 import zlib
@@ -32,6 +31,8 @@ from typing import BinaryIO, TypeVar
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from localize.config import short
 
 # Files with other suffixes in a data folder are reported and ignored, never decoded.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -160,16 +161,6 @@ def _read(path: str | Path, max_pixels: int = MAX_PIXELS, expected: tuple[int, i
         raise ImageReadError(path, "is a folder, not an image file") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot be read ({e.strerror or e})") from None
-
-
-def short(value: object, limit: int = 80) -> str:
-    """repr(value) cut to about `limit` characters, for error messages (a YAML alias bomb prints small)."""
-    cut = reprlib.Repr()
-    cut.maxstring = cut.maxother = cut.maxlong = limit
-    cut.maxlist = cut.maxtuple = cut.maxdict = 8
-    cut.maxlevel = 2
-    text = cut.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image], T]) -> T:

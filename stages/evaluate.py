@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, choice, load_section
+from localize.config import MAX_BATCH, MAX_BOOTSTRAP, ParamsError, check_range, choice, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
 from localize.evaluation import (
@@ -77,11 +77,9 @@ class EvaluateParams:
         check_threshold(self.threshold)
         if any(not root.strip() for root in self.also):
             raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.overlay_images < 0:
-            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        check_range("overlay_images", self.overlay_images, 0, 1000)
 
 
 @dataclass

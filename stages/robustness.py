@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, choice, load_section
+from localize.config import MAX_BATCH, MAX_BOOTSTRAP, ParamsError, check_range, choice, load_section, short
 from localize.degrade import KINDS, apply, check
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.imageio import load_rgb, resize_image
@@ -51,7 +51,9 @@ from localize.saved_model import load_model
 from stages.preprocess import _init_worker, _write_at, create_npy
 
 CLEAN = "clean"
-MODEL_SETS = ("single", "all")  # the named choices of `models`; a list of split names also works
+MODEL_SETS = ("single", "all")
+MAX_STRENGTHS = 20  # per kind: each is a full decode-free copy of every test set, scored by every model
+MAX_IMAGES = 1_000_000  # per test set  # the named choices of `models`; a list of split names also works
 
 
 def default_sweep() -> dict[str, list[float]]:
@@ -80,17 +82,24 @@ class RobustnessParams:
             raise ValueError(f"sweep is empty; give strengths for any of: {', '.join(KINDS)}")
         for kind, strengths in self.sweep.items():
             if not strengths:
-                raise ValueError(f"sweep.{kind} lists no strength")
+                raise ValueError(f"sweep.{short(kind)} lists no strength")
+            if len(strengths) > MAX_STRENGTHS:
+                raise ValueError(f"sweep.{kind} lists {len(strengths)} strengths; at most {MAX_STRENGTHS}")
             for s in strengths:
                 check(kind, s)
+            labels = [label(kind, float(s)) for s in strengths]
+            twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+            if twice:
+                raise ValueError(f"sweep.{kind} lists {', '.join(twice)} more than once: give each strength once")
         if isinstance(self.models, str) and self.models not in MODEL_SETS:
-            raise ValueError(f"models = {self.models!r}; choose one of: {', '.join(MODEL_SETS)}, "
+            raise ValueError(f"models = {short(self.models)}; choose one of: {', '.join(MODEL_SETS)}, "
                              "or a list of trained splits")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
+        if isinstance(self.models, list) and not self.models:
+            raise ValueError("models = []: list at least one trained split, or use single or all")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        if self.max_images is not None:
+            check_range("max_images", self.max_images, 1, MAX_IMAGES, "or null (all)")
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 

@@ -79,3 +79,40 @@ def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, mo
         importlib.import_module(f"stages.{stage}").main(args)
     assert str(info.value) == "error: params 'evaluate': threshold must be in (0, 1), got 2.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing started
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """YAML whose anchors nest `width` references `levels` deep: small to read, 9**9 items once printed."""
+    lines = ["bomb:", "  l0: &l0 [" + ", ".join(["1"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nrobustness:\n  sweep:\n    blur: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("stage, params", [
+    ("robustness", None),  # the alias bomb
+    ("evaluate", "evaluate:\n  bootstrap: 1000000000\n"),
+    ("robustness", "robustness:\n  bootstrap: 1000000000\n"),
+    ("robustness", "robustness:\n  sweep:\n    blur: [100000.0]\n"),
+])
+def test_a_param_past_its_bound_is_refused_at_once_in_a_short_line(stage, params, tmp_path):
+    """A value past its bound (or a YAML alias bomb) costs neither memory nor time, and its message stays short."""
+    import time
+
+    from conftest import PYTHON, run_measured
+
+    (tmp_path / "params.yaml").write_text(params or _alias_bomb())
+    args = [PYTHON, "-m", f"stages.{stage}", "--prepared", "p", "--models", "m"]
+    if stage == "evaluate":
+        args += ["--iou", "a", "--scores", "b", "--summary", "c", "--table", "d", "--heatmap", "e", "--overlays", "f",
+                 "--cross-root", "g", "--cross-root-table", "h"]
+    else:
+        args += ["--index", "i", "--headline", "a", "--detail", "b", "--table", "c", "--plots", "d"]
+    began = time.monotonic()
+    status, _, err, peak = run_measured(args, tmp_path, timeout=60)
+    assert time.monotonic() - began < 30
+    assert status == 1 and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert len(line) < 400, line[:500]
+    assert "bootstrap" in line or "blur" in line
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
