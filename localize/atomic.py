@@ -136,3 +136,14 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_outputs(files: Iterable[str | Path] = (), dirs: Iterable[str | Path] = ()) -> Iterator[dict[Path, Path]]:
+    """Temporaries for all of a stage's outputs (final path -> temporary), moved into place together,
+    one rename after another, once the block succeeds. On any failure or Ctrl-C inside it, none is
+    moved: every previous output stays as it was."""
+    with contextlib.ExitStack() as stack:
+        tmps = {Path(f): stack.enter_context(atomic_file(f)) for f in files}
+        tmps.update({Path(d): stack.enter_context(atomic_dir(d)) for d in dirs})
+        yield tmps
