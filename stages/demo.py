@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from localize import manifest
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
@@ -365,14 +366,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (Dolos layout)")
     parser.add_argument("--sheet", type=Path, required=True, help="contact sheet PNG to write")
+    parser.add_argument("--manifest", type=Path, help="per-file checksums of --out to write (localize/manifest.py)")
     # A CLI option, not a param: the output does not depend on it, so changing it must not rerun the stage.
     parser.add_argument("--jobs", type=int, default=available_cores(),
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:
-        start("params.yaml", [args.out, args.sheet])
+        start("params.yaml", [args.out, args.sheet, *([args.manifest] if args.manifest else [])])
         cfg = load_section(DemoParams, "demo")
         summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
+        if args.manifest is not None:
+            with atomic_file(args.manifest) as tmp:
+                manifest.write(args.out, tmp)
     except (ParamsError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(report(summary, cfg), file=sys.stderr)

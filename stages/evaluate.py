@@ -53,7 +53,7 @@ from localize.metrics import binarize, check_threshold
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import start
 from localize.prepared import Prepared
-from localize.runtime import setup_threads
+from localize.runtime import cpu_features, setup_threads
 from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
 
@@ -226,7 +226,7 @@ def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:
     seen = {(m.device, m.precision, m.threads) for m in models.values()}
     device, precision, threads = seen.pop() if len(seen) == 1 else ("mixed", "mixed", 0)
     return {"train_device": device, "train_precision": precision, "train_threads": threads,
-            "evaluate_device": "cpu", "evaluate_precision": "fp32"}
+            "evaluate_device": "cpu", "evaluate_precision": "fp32", "evaluate_cpu": cpu_features()}
 
 
 def markdown_table(r: Results, detailed: dict, summary: dict) -> str:

@@ -19,6 +19,7 @@ import torch
 from localize import training
 from localize.config import parse_section
 from localize.models import ModelParams
+from localize.runtime import cpu_features
 from localize.training import NonFiniteLoss, TrainParams
 from stages import evaluate, train
 
@@ -65,7 +66,9 @@ def test_table_trains_every_single_and_leave_one_out_split(prepared, tmp_path):
     assert in_domain["iou"] > in_domain["prior"]
     assert in_domain["low"] <= in_domain["iou"] <= in_domain["high"]
     assert summary["runtime"] == {"train_device": "cpu", "train_precision": "fp32", "train_threads": 1,
-                                  "evaluate_device": "cpu", "evaluate_precision": "fp32"}
+                                  "evaluate_device": "cpu", "evaluate_precision": "fp32",
+                                  "evaluate_cpu": cpu_features()}
+    assert summary["runtime"]["evaluate_cpu"].split(": ")[1], "the CPU's features, for a table that differs"
     assert 0 <= summary["real_faces"]["clean"] <= 1
     tuned = summary["valid_thresholds"]  # each model at thresholds chosen on its valid set, reported apart
     assert set(tuned) == {"iou", "selection"}
