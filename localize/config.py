@@ -92,6 +92,9 @@ def _check_type(value: Any, annotation: Any) -> bool:
 
 def parse_section(cls: type[T], values: dict[str, Any] | None, section: str) -> T:
     """Build dataclass `cls` from a params mapping, validating every key."""
+    if values is not None and not isinstance(values, dict):
+        raise ParamsError(f"params '{section}' = {short(values)}: expected a mapping of keys to values "
+                          f"(e.g. {section}:\n  key: value)")
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)

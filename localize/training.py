@@ -102,6 +102,22 @@ class TrainParams:
                              "mask-supervised); with supervision weak use synthetic 0")
         if not 0 <= self.degrade <= 1:
             raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        shares = {name: round(self.batch_size * getattr(self, name)) for name in ("synthetic", "real")}
+        for name, n in shares.items():
+            if getattr(self, name) and not n:
+                raise ValueError(f"{name} = {getattr(self, name)} of batch_size {self.batch_size} rounds to no "
+                                 f"image per batch; raise batch_size or set {name} 0")
+        if self.supervision == "full" and self.batch_size - sum(shares.values()) < 1:
+            raise ValueError(f"batch_size {self.batch_size} with synthetic {self.synthetic} and real {self.real} "
+                             f"({shares['synthetic']} + {shares['real']} images) leaves no place for the "
+                             "generators' fakes; raise batch_size")
+        if self.device in ("cuda", "mps"):
+            found = torch.cuda.is_available() if self.device == "cuda" else torch.backends.mps.is_available()
+            if not found:
+                raise ValueError(f"device = {self.device}, but this machine has no {self.device.upper()} device "
+                                 "torch can use; use auto or cpu")
 
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped

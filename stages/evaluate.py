@@ -79,6 +79,8 @@ class EvaluateParams:
             raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         check_range("overlay_images", self.overlay_images, 0, 1000)
 
 

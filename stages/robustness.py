@@ -98,6 +98,8 @@ class RobustnessParams:
             raise ValueError("models = []: list at least one trained split, or use single or all")
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.max_images is not None:
             check_range("max_images", self.max_images, 1, MAX_IMAGES, "or null (all)")
         if self.workers < 0:

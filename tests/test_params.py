@@ -23,6 +23,13 @@ def test_defaults_and_types():
         ({"loss": "focal"}, "choose one of: dice, dice-bce"),
         ({"device": "tpu"}, "choose one of: auto, cpu, cuda, mps"),
         ({"lr": -1.0}, "lr must be > 0"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+        ({"batch_size": 2, "synthetic": 0.4, "real": 0.4}, "batch_size 2 with synthetic 0.4 and real 0.4 .*leaves no "
+                                                           "place for the generators' fakes"),
+        ({"batch_size": 4, "real": 0.1}, "real = 0.1 of batch_size 4 rounds to no image per batch"),
+        ({"batch_size": 4, "synthetic": 0.1}, "synthetic = 0.1 of batch_size 4 rounds to no image"),
+        ("fast", r"params 'train' = 'fast': expected a mapping"),
+        ([1, 2], r"params 'train' = \[1, 2\]: expected a mapping"),
     ],
 )
 def test_bad_values_are_rejected(values, message):
@@ -116,3 +123,20 @@ def test_a_param_past_its_bound_is_refused_at_once_in_a_short_line(stage, params
     assert len(line) < 400, line[:500]
     assert "bootstrap" in line or "blur" in line
     assert peak < 500, f"peak RSS {peak:.0f} MB"
+
+
+def test_an_accelerator_the_machine_lacks_is_refused_at_once(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParamsError, match="device = cuda, but this machine has no CUDA device"):
+        parse_section(TrainParams, {"device": "cuda"}, "train")
+
+
+def test_evaluate_and_robustness_seeds_are_checked():
+    from stages.evaluate import EvaluateParams
+    from stages.robustness import RobustnessParams
+
+    for cls, section in ((EvaluateParams, "evaluate"), (RobustnessParams, "robustness")):
+        with pytest.raises(ParamsError, match=f"params '{section}': seed must be >= 0, got -1"):
+            parse_section(cls, {"seed": -1}, section)
