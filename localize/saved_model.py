@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ class SavedModel:
         return canonical({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def save(self, path: str | Path) -> None:
-        torch.save(self.to_dict(), path)
+        save_file(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device = CPU) -> SavedModel:
@@ -62,6 +63,19 @@ class SavedModel:
         model = build_model(ModelParams(**self.model))
         model.load_state_dict(self.state_dict)
         return model.to(device).to(memory_format=torch.channels_last).eval()
+
+
+def save_file(obj: Any, path: str | Path) -> None:
+    """torch.save, with an error that names the file and says why (a full disk gives torch's
+    "enforce fail ... unexpected pos", which names neither)."""
+    try:
+        torch.save(obj, path)
+    except (RuntimeError, OSError) as e:
+        try:
+            free = f"; {shutil.disk_usage(Path(path).parent).free:,} bytes free there"
+        except OSError:
+            free = ""
+        raise OSError(f"{path}: cannot be written, is the disk full? ({_first_line(e)}{free})") from None
 
 
 def canonical(value: Any) -> Any:

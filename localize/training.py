@@ -39,7 +39,7 @@ from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
 from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.runtime import Runtime, autocast
-from localize.saved_model import _first_line
+from localize.saved_model import _first_line, save_file
 from localize.supervision import SUPERVISIONS, check_weak_data, training_loss, weak_batches, weak_validate
 from localize.synthetic import self_blend
 from localize.torchrun import SINGLE, Ranks
@@ -288,8 +288,8 @@ def new_model(mp: ModelParams, tp: TrainParams, split: str, device: torch.device
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress):
     with atomic_file(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
-                   tmp)
+        save_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
+                  tmp)
 
 
 def set_aside(path: Path) -> Path:

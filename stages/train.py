@@ -32,13 +32,13 @@ from localize import torchrun
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.layout import FULLY_GENERATED, REAL
-from localize.models import ModelParams
+from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.models.patches import grid_size
 from localize.plots import training_curves
 from localize.preflight import start
 from localize.prepared import Prepared
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
-from localize.saved_model import SavedModel
+from localize.saved_model import SavedModel, _first_line
 from localize.splits import TABLE, resolve_source
 from localize.torchrun import SINGLE, Ranks
 from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
@@ -100,12 +100,29 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
     if mp.arch == "unet-hp" and prepared.size < 16:
         raise ValueError(f"model.arch unet-hp pools four times and needs preprocess.size >= 16, got {prepared.size}")
+    check_runs_at_size(mp, prepared.size)
     if tp.distribute == "data":
         batch_slice(tp.batch_size, Ranks(world=world))  # fit's check, made before any process starts
     if world > 1 and tp.distribute == "splits" and len(splits) < world:
         raise ValueError(f"train.distribute=splits gives each of {world} processes whole splits, but "
                          f"train.source={tp.source} has {len(splits)}; use train.distribute=data")
     return splits
+
+
+def check_runs_at_size(mp: ModelParams, size: int) -> None:
+    """One blank image through the network at `size`: an architecture that cannot run there is refused
+    naming model.arch and preprocess.size, before any split trains (not with torch's shape error)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = build_model(mp).eval()(torch.zeros(1, 3, size, size))
+    except RuntimeError as e:
+        raise ValueError(f"model.arch {mp.arch} cannot run at preprocess.size {size} "
+                         f"({_first_line(e)}); use a larger preprocess.size") from None
+    if out.shape[-2:] != (size, size) and mp.arch not in PATCH_ARCHS:
+        raise ValueError(f"model.arch {mp.arch} at preprocess.size {size} gives maps of {tuple(out.shape[-2:])} "
+                         "pixels; use a preprocess.size it can pool (e.g. a multiple of 16)")
 
 
 def check_supervision(prepared: Prepared, mp: ModelParams, tp: TrainParams) -> None:
@@ -287,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
                                    f"(exit status {status}); its error is above")
             return
         run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp, ranks)
-    except (ParamsError, ValueError, FileNotFoundError, NonFiniteLoss, RuntimeError) as e:
+    except (ParamsError, ValueError, OSError, NonFiniteLoss, RuntimeError) as e:
         where = "" if ranks.main else f" (rank {ranks.rank})"
         raise SystemExit(f"error{where}: {e}") from None
     except KeyboardInterrupt:

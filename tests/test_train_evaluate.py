@@ -208,6 +208,17 @@ def test_seed_unet_rejects_a_size_it_cannot_pool(tmp_path):
         run_train(prepared, tmp_path, source="alpha")
 
 
+def test_an_arch_that_cannot_run_at_the_size_is_refused_naming_both(tmp_path):
+    from conftest import make_prepared
+
+    prepared = make_prepared(tmp_path / "prepared", size=7)
+    tp = parse_section(TrainParams, {**TINY, "source": "alpha"}, "train")
+    with pytest.raises(ValueError, match="model.arch unet-res-srm cannot run at preprocess.size 7"):
+        train.run(prepared, tmp_path / "models", tmp_path / "live", tmp_path / "c.png", tmp_path / "ck",
+                  ModelParams(arch="unet-res-srm", width=4), tp)
+    assert not (tmp_path / "models").exists()
+
+
 def interrupted_table_run(prepared: Path, out: Path, monkeypatch) -> None:
     """A `table` run killed when its second split starts: the first split's result is on disk."""
     real_fit = train.fit
@@ -371,3 +382,10 @@ def test_ctrl_c_prints_one_line_saying_where_a_rerun_resumes(prepared, tmp_path)
     epoch = training.checkpoint_epoch(next((tmp_path / "ckpt").glob("alpha-*.pt")))
     assert last == f"interrupted; rerun to resume alpha from epoch {epoch + 1}"
     assert not (tmp_path / "models").exists()
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path):
+    from localize.saved_model import save_file
+
+    with pytest.raises(OSError, match=r"^/dev/full: cannot be written, is the disk full\?"):
+        save_file({"weights": torch.zeros(100_000)}, "/dev/full")
