@@ -266,6 +266,19 @@ def _scan_fully_generated(fake: Path, problems: list[Problem]) -> list[Pair]:
     return _scan_unmasked(folder, FULLY_GENERATED, problems)
 
 
+# Names the tables and splits use themselves: a generator called so would collide with them.
+RESERVED = {"mean": "a column of every table", "baselines": "a row of metrics/scores.json",
+            "all": "the split that pools every generator", "table": "the train.source of the whole table",
+            "clean": "the unperturbed column of the robustness table"}
+
+
+def reserved(name: str) -> str | None:
+    """Why a generator may not have this name (it collides with a table column or split), or None."""
+    if name.startswith("no-"):
+        return "no-<generator> names the leave-one-out splits"
+    return RESERVED.get(name)
+
+
 def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
     """Generator name -> its folder. Folders that cannot be inpainting sets are noted and ignored."""
     candidates: dict[str, list[Path]] = defaultdict(list)
@@ -288,6 +301,10 @@ def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
         elif generator_name(entry.name) == REAL:
             problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
                                     f"a generator may not be called '{REAL}': ignored"))
+        elif reserved(generator_name(entry.name)):
+            problems.append(Problem(ERROR, "reserved-name", entry.name, "", str(entry),
+                                    f"a generator may not be called '{generator_name(entry.name)}': "
+                                    f"{reserved(generator_name(entry.name))}; rename the folder"))
         else:
             candidates[generator_name(entry.name)].append(entry)
     # Dolos' CelebA-HQ part may hold both repaint-p2-9k and the older repaint-p2: keep the

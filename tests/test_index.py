@@ -614,3 +614,16 @@ def test_trailing_bytes_within_the_limit_are_read_and_the_limit_is_a_param(tree)
     for bad in (0, -1, 10**6, 1.5, True, "16"):
         with pytest.raises(ParamsError, match="max_file_bytes_per_pixel"):
             parse_section(IndexParams, {"max_file_bytes_per_pixel": bad}, "index")
+
+
+def test_generator_folders_named_like_table_columns_or_splits_are_refused(tmp_path):
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama", "mean", "no-lama", "baselines"), counts={"train": 1, "test": 1}, p2=False)
+    with pytest.raises(IndexDataError, match="reserved-name"):
+        run_index(root, tmp_path)
+    report = problems(tmp_path).set_index("path")
+    for name in ("mean", "no-lama", "baselines"):
+        assert report.loc[str(root / "fake" / name), "kind"] == "reserved-name"
+        assert f"a generator may not be called '{name}'" in report.loc[str(root / "fake" / name), "problem"]
+    index = run_index(root, tmp_path, on_error="skip")
+    assert sorted(set(index["generator"])) == ["lama", REAL]
