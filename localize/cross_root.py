@@ -12,11 +12,11 @@ other root lacks is listed under `missing`, not an error; one the other root add
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from localize.atomic import temp_dir
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.index_csv import read_index
 from localize.inference import with_tta
@@ -62,7 +62,7 @@ def score_root(root: Path, model_files: list[Path], home_generators: list[str], 
                batch_size: int, detection: str, draws: int, seed: int, tta: str = "none") -> dict:
     """{"generators", "missing", "dropped", "models": {split: score_record}} for one other root;
     `dropped` lists the bad pairs its index left out, with the problem of each."""
-    with tempfile.TemporaryDirectory(prefix="cross-root-") as tmp:
+    with temp_dir("cross-root") as tmp:
         prepared, dropped = prepare_root(root, size, Path(tmp))
         gens = test_generators(prepared)
         boot = Bootstrap(prepared, draws, seed)

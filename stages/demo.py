@@ -22,10 +22,22 @@ the params seed plus stable string keys (generator, photo id, k), never from the
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# NumPy picks its SIMD code paths from the CPU when it is imported (AVX2/FMA, AVX-512), and float32
+# sums and products inside PatchMatch then round differently: 15 of the 569 patchmatch images
+# changed with them switched off on one machine, and another CPU built another demo. Its baseline
+# paths (x86-64-v2) run the same instructions on every x86-64 CPU, so every such machine builds the
+# same files (docs/reliability.md). Set before numpy is first imported (cv2 imports it), so it holds
+# for `python -m stages.demo` and its worker processes; a process that imported numpy earlier keeps
+# its own paths.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V3 X86_V4 AVX512_ICL AVX512_SPR")
 
 import cv2
 import numpy as np

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localize.atomic import atomic_dir, atomic_file, atomic_outputs
+from localize.atomic import atomic_dir, atomic_file, atomic_outputs, temp_dir
 from localize.config import MAX_BATCH, MAX_BOOTSTRAP, ParamsError, check_range, choice, load_section, short
 from localize.degrade import KINDS, apply, check
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
@@ -259,7 +258,7 @@ def run(index_path: Path, prepared_dir: Path, models_dir: Path, out: dict[str, P
         if saved.size != prepared.size:
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
     # The system's temp dir, never data/prepared: the perturbed copies are gone when this returns.
-    with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
+    with temp_dir("robustness") as tmp:
         sets = build_perturbed(index_path, prepared, rp, Path(tmp))
         decoded = time.monotonic() - began
         setup_threads(None)  # after the worker processes: inference then takes every core

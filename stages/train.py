@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -290,6 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     ranks = torchrun.from_env()
     if ranks.parallel:
         torchrun.die_with_parent(signal.SIGKILL)  # never outlive torchrun
+    elif os.getppid() != 1:
+        # Nor a killed dvc: a run left behind would rewrite models/ after the next repro has finished.
+        # SIGTERM is an orderly exit (localize.preflight): the last checkpoint stays, temporaries go.
+        torchrun.die_with_parent(signal.SIGTERM)
     try:
         start(args.params, [args.prepared, args.models, args.live, args.curves, args.checkpoints])
         tp = load_section(TrainParams, "train", args.params)

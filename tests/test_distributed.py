@@ -167,3 +167,42 @@ def test_a_nan_loss_on_one_rank_stops_every_rank(prepared, tmp_path):
     assert [rank for rank, _ in got] == [0, 1]
     assert all("split 'alpha': loss is nan at epoch 1, step 1" in message for _, message in got)
     assert not (tmp_path / "models").exists()
+
+
+def test_a_one_process_train_dies_with_the_dvc_that_started_it(prepared, tmp_path):
+    """`procs: 1` under a parent that is killed (dvc, kill -9): the training process stops too."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "params.yaml").write_text(yaml.safe_dump({"model": MODEL, "train": {**TINY, "source": "alpha",
+                                                                                 "epochs": 500}}))
+    cmd = [sys.executable, "-m", "stages.train", "--prepared", str(prepared), "--models", str(out / "models"),
+           "--live", str(out / "dvclive"), "--curves", str(out / "curves.png"), "--checkpoints", str(out / "ckpt"),
+           "--params", str(out / "params.yaml")]
+    parent = ("import subprocess, sys\n"
+              f"p = subprocess.Popen({cmd!r}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+              "print(p.pid, flush=True)\np.wait()\n")
+    dvc = subprocess.Popen([sys.executable, "-c", parent], cwd=out, stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = int(dvc.stdout.readline())
+    deadline = time.monotonic() + 120
+    while not list((out / "ckpt").glob("alpha-*.pt")):
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    dvc.kill()
+    dvc.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state not in ("Z", "X")
+
+    deadline = time.monotonic() + 20
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped = not running(child)
+    if not stopped:
+        os.kill(child, signal.SIGKILL)
+    assert stopped, "the training process outlived its parent"
+    assert not (out / "models").exists()
