@@ -206,3 +206,42 @@ def test_a_one_process_train_dies_with_the_dvc_that_started_it(prepared, tmp_pat
         os.kill(child, signal.SIGKILL)
     assert stopped, "the training process outlived its parent"
     assert not (out / "models").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        out += [int(c) for c in children]
+        todo += [int(c) for c in children]
+    return out
+
+
+def test_a_rank_that_dies_is_reported_in_one_line(prepared, tmp_path):
+    """A worker killed mid-run (the OOM killer, say): torchrun's own traceback is not shown, one line is."""
+    proc = start_train(prepared, tmp_path / "run", source="alpha", epochs=500, procs=2)
+    deadline = time.monotonic() + 240
+    rank1 = None
+    while rank1 is None:
+        assert proc.poll() is None and time.monotonic() < deadline
+        for pid in _descendants(proc.pid):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if b"LOCAL_RANK=1" in env and b"stages.train" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                rank1 = pid
+        time.sleep(0.05)
+    while not list((tmp_path / "run" / "ckpt").glob("alpha-*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(rank1, signal.SIGKILL)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in log and "ChildFailedError" not in log, log[-3000:]
+    assert "rank 1 failed (exit code -9: Signal 9 (SIGKILL)" in log, log[-3000:]
+    assert log.strip().splitlines()[-1].startswith("error: train.procs=2: a training process failed")
