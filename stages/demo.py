@@ -34,9 +34,9 @@ from pathlib import Path
 # changed with them switched off on one machine, and another CPU built another demo. Its baseline
 # paths (x86-64-v2) run the same instructions on every x86-64 CPU, so every such machine builds the
 # same files (docs/reliability.md). Set before numpy is first imported (cv2 imports it), so it holds
-# for `python -m stages.demo` and its worker processes; a process that imported numpy earlier keeps
-# its own paths.
-if platform.machine().lower() in ("x86_64", "amd64"):
+# for `python -m stages.demo` and its worker processes; a process that imports this module (a test)
+# keeps its own paths, and so do the processes it starts.
+if __name__ == "__main__" and platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V3 X86_V4 AVX512_ICL AVX512_SPR")
 
 import cv2
