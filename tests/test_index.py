@@ -605,12 +605,14 @@ def test_a_png_with_a_2gb_tail_is_refused_unread(tmp_path):
 def test_trailing_bytes_within_the_limit_are_read_and_the_limit_is_a_param(tree):
     from localize.imageio import FILE_SLACK, load_rgb
 
+    # fast=False: Pillow decodes. OpenCV's colour conversion would start its thread pool in this
+    # process, and worker processes forked from it later (other tests) hang in cv2.setNumThreads.
     image = tree / "fake/lama/images/train/00001.png"
-    before = load_rgb(image)
+    before = load_rgb(image, fast=False)
     add_sparse_tail(image, FILE_SLACK)  # metadata-sized: still far inside 16 bytes per pixel + 1 MiB
-    assert np.array_equal(load_rgb(image), before)
+    assert np.array_equal(load_rgb(image, fast=False), before)
     with pytest.raises(ImageTooLargeError, match="far more than its 24x24 pixels need"):
-        load_rgb(image, max_file_bytes_per_pixel=1)
+        load_rgb(image, fast=False, max_file_bytes_per_pixel=1)
     for bad in (0, -1, 10**6, 1.5, True, "16"):
         with pytest.raises(ParamsError, match="max_file_bytes_per_pixel"):
             parse_section(IndexParams, {"max_file_bytes_per_pixel": bad}, "index")
