@@ -8,36 +8,11 @@ caller seeds, so a perturbed image depends only on (image, kind, strength, seed)
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
-from localize.config import short
 from localize.imageio import resize_image
-
-# kind -> (what its strength means, the check on it)
-KINDS = {
-    "jpeg": "quality, a whole number in 1..100",
-    "downscale": "scale factor in (0, 1]: shrink by it, then back to the original size",
-    "blur": "Gaussian sigma in pixels, in [0, 64] (its kernel, and so its time, grows with it)",
-    "noise": "Gaussian sigma on 0-255, in [0, 255]",
-}
-MAX_BLUR, MAX_NOISE = 64, 255
-
-
-def check(kind: str, strength: float) -> None:
-    """ValueError naming the allowed kinds or the allowed range of the strength."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown perturbation {short(kind)}; choose one of: {', '.join(KINDS)}")
-    ok = math.isfinite(strength) and {
-        "jpeg": float(strength).is_integer() and 1 <= strength <= 100,
-        "downscale": 0 < strength <= 1,
-        "blur": 0 <= strength <= MAX_BLUR,
-        "noise": 0 <= strength <= MAX_NOISE,
-    }[kind]
-    if not ok:
-        raise ValueError(f"{kind} {short(strength)}: must be the {KINDS[kind]}")
+from localize.params import KINDS, check  # noqa: F401  (the sweep's kinds and their checks live with the params)
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
@@ -78,7 +53,7 @@ def apply(image: np.ndarray, kind: str, strength: float, rng: np.random.Generato
         return blur(image, strength)
     if kind == "noise":
         return noise(image, strength, rng)
-    raise ValueError(f"unknown perturbation {short(kind)}; choose one of: {', '.join(KINDS)}")
+    raise ValueError(f"unknown perturbation {kind!r}; choose one of: {', '.join(KINDS)}")
 
 
 # Training augmentation (train.degrade): the JPEG quality and resize scale ranges TruFor trains with.

@@ -89,7 +89,7 @@ def test_a_live_writer_keeps_its_temporary_and_a_killed_one_loses_it(tmp_path):
 def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, monkeypatch):
     """DVC can restore data/prepared from its run cache without running preprocess, so the temporary
     a killed preprocess left in data/ is cleared by the next stage that runs (any of them)."""
-    from localize.preflight import start
+    from localize.preflight import check_and_clear
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("evaluate:\n  threshold: 0.5\n")
@@ -98,7 +98,7 @@ def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, 
     (stale / "images.npy").write_bytes(b"half")
     (tmp_path / "data" / ".index.csv.tmp-x.csv").write_text("half")
     (tmp_path / "data" / "keep.tmp-not-ours").write_text("x")
-    start("params.yaml", ["data/prepared", "models"])
+    check_and_clear("params.yaml", ["data/prepared", "models"])
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["keep.tmp-not-ours"]
 
 
@@ -110,8 +110,8 @@ def test_sigterm_removes_a_stages_temp_dir_and_the_next_start_removes_a_killed_o
     repo = Path(__file__).resolve().parents[1]
     (tmp_path / "params.yaml").write_text("{}\n")
     script = ("import os, signal, sys\n"
-              "from localize.preflight import start\nfrom localize.atomic import temp_dir\n"
-              "start('params.yaml')\n"
+              "from localize.preflight import check_and_clear\nfrom localize.atomic import temp_dir\n"
+              "check_and_clear('params.yaml')\n"
               "with temp_dir('robustness') as tmp:\n"
               "    print(tmp, flush=True)\n"
               "    os.kill(os.getpid(), signal.SIG{sig})\n"
