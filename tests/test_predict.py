@@ -99,7 +99,7 @@ def test_an_image_with_a_2gb_tail_is_refused_unread(model_path, tmp_path):
 
     bad = add_sparse_tail(write(tmp_path / "tail.png", "RGB", (32, 24)))
     good = write(tmp_path / "good.png", "RGB", (32, 24))
-    status, out, err, peak = run_measured([PYTHON, "-m", "stages.predict", "--model", str(model_path), "--out",
+    status, out, err, peak = run_measured([PYTHON, "-m", "tools.predict", "--model", str(model_path), "--out",
                                            str(tmp_path / "out"), str(bad), str(good)], tmp_path)
     assert status == 1 and "Traceback" not in err
     [line] = err.strip().splitlines()
