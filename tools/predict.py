@@ -18,6 +18,7 @@ cannot be written or a bad option stops before any image.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +27,15 @@ import numpy as np
 from PIL import Image
 
 from localize.atomic import atomic_file
-from localize.imageio import MAX_PIXELS, ImageReadError, check_max_pixels, load_upright_rgb, resize_image
+from localize.imageio import (
+    MAX_FILE_BYTES_PER_PIXEL,
+    MAX_PIXELS,
+    ImageReadError,
+    check_max_file_bytes_per_pixel,
+    check_max_pixels,
+    load_upright_rgb,
+    resize_image,
+)
 from localize.inference import predict_probs
 from localize.metrics import check_threshold as check_probability
 from localize.plots import overlay
@@ -60,10 +69,11 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
 
 
-def predict_image(model, size: int, path: Path,
-                  max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, str | None]:
+def predict_image(model, size: int, path: Path, max_pixels: int = MAX_PIXELS,
+                  max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL,
+                  ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """(upright RGB image, fake probability in [0, 1]) at the image's own size, and the EXIF turn applied."""
-    rgb, turn = load_upright_rgb(path, max_pixels)
+    rgb, turn = load_upright_rgb(path, max_pixels, max_file_bytes_per_pixel)
     h, w = rgb.shape[:2]
     small = resize_image(rgb, size, size)
     prob = predict_probs(model, small[None])[0]
@@ -78,8 +88,21 @@ def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, thresho
             Image.fromarray(arr).save(tmp, format="PNG")
 
 
+def clashes(images: list[Path]) -> dict[Path, Path]:
+    """Images whose maps would take the name of an earlier image's (`a/face.png`, `b/face.png`,
+    `face.jpg`: one `face.prob.png`), each mapped to that earlier image. A path given twice is not
+    a clash: it is predicted once."""
+    first: dict[str, Path] = {}
+    out = {}
+    for path in images:
+        seen = first.setdefault(path.stem, path)
+        if seen != path and Path(os.path.abspath(seen)) != Path(os.path.abspath(path)):
+            out[path] = seen
+    return out
+
+
 def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5,
-        max_pixels: int = MAX_PIXELS) -> list[str]:
+        max_pixels: int = MAX_PIXELS, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> list[str]:
     """Predict every image; return the error lines of those that failed.
 
     The options, --out and the model are checked first: ValueError (or FileNotFoundError
@@ -87,12 +110,22 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
     """
     check_threshold(threshold)
     check_max_pixels(max_pixels, "--max-pixels")
+    check_max_file_bytes_per_pixel(max_file_bytes_per_pixel, "--max-file-bytes-per-pixel")
     check_out(out_dir)
     model, saved = load_model(model_path)
     errors = []
+    clash = clashes(images)
+    done: set[Path] = set()
     for path in images:
+        if path in clash:  # never two results under one name
+            errors.append(f"error: {path}: not predicted, its maps would overwrite those of {clash[path]} "
+                          f"({out_dir / path.stem}.prob.png); rename it, or predict it with another --out")
+            continue
+        if Path(os.path.abspath(path)) in done:
+            continue
+        done.add(Path(os.path.abspath(path)))
         try:
-            rgb, prob, turn = predict_image(model, saved.size, path, max_pixels)
+            rgb, prob, turn = predict_image(model, saved.size, path, max_pixels, max_file_bytes_per_pixel)
         except ImageReadError as e:
             errors.append(f"error: {e}")
             continue
@@ -121,11 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold", type=float, default=0.5, help="for the overlay, in (0, 1) (Dolos uses 0.5)")
     ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                     help=f"refuse images of more pixels than this, before decoding (default {MAX_PIXELS:,})")
+    ap.add_argument("--max-file-bytes-per-pixel", type=int, default=MAX_FILE_BYTES_PER_PIXEL,
+                    help="refuse files larger than this many bytes per declared pixel plus 1 MiB, unread "
+                         f"(default {MAX_FILE_BYTES_PER_PIXEL})")
     ap.add_argument("images", type=Path, nargs="+")
     args = ap.parse_args(argv)
     try:
         setup_threads(None)
-        errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels)
+        errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels,
+                     args.max_file_bytes_per_pixel)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
