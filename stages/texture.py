@@ -21,7 +21,7 @@ import numpy as np
 
 from localize.atomic import atomic_dir
 from localize.config import ParamsError, load_section, read_params
-from localize.layout import REAL
+from localize.layout import FULLY_GENERATED, REAL
 from localize.metrics import iou_per_image
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
@@ -53,10 +53,13 @@ def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> 
 
 def run(prepared_dir: Path, out: Path, source: str, p: TextureParams) -> None:
     prepared = Prepared(prepared_dir)
-    splits = resolve_source(source, prepared.generators)
+    splits = resolve_source(source, prepared.generators, prepared.has(FULLY_GENERATED, "train"))
     setup_threads(None)
     with atomic_dir(out) as tmp:
         for split, generators in splits.items():
+            if split == FULLY_GENERATED:  # setup A: every pixel fake, no mask to learn a texture from
+                print(f"texture {split}: no baseline (fully generated faces have no masks)")
+                continue
             scores = score_split(prepared, generators, p)
             np.savez(tmp / f"{split}.npz", **scores)
             cells = "  ".join(f"{k[4:]} {100 * v.mean():.1f}" for k, v in scores.items() if k.startswith("iou/"))
