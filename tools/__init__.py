@@ -1,0 +1,1 @@
+"""Commands run by hand, outside the pipeline: `python -m tools.<name>`."""
