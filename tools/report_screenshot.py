@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", type=Path, default=Path("reports/index.html"))
     ap.add_argument("--out", type=Path, default=Path("docs/report.png"))
-    ap.add_argument("--width", type=int, default=1100)
-    ap.add_argument("--height", type=int, default=1800)
+    ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--height", type=int, default=1700)
     args = ap.parse_args(argv)
     if not args.report.is_file():
         raise SystemExit(f"error: --report {args.report}: not found (run `dvc repro` first)")
