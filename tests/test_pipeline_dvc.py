@@ -14,6 +14,9 @@ import pytest
 import yaml
 from test_index import make_tree  # a tree in Dolos' exact layout and mask format
 
+from localize.report import external_references
+from tools import browser
+
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "localize"]
 TINY = {
@@ -93,9 +96,12 @@ def test_repro_builds_the_whole_table(table):
     assert (table / "plots" / "evaluate" / "iou_heatmap.png").stat().st_size > 0
     assert (table / "dvc.lock").exists()
     page = (table / "reports" / "index.html").read_text()  # the report stage ran, and fetches nothing
-    from localize.report import external_references
-
     assert page.count('<img src="data:image/') >= 3 and external_references(page) == []
+    if browser.find_chromium():  # the report of a real (tiny) run, opened in Chromium
+        seen = browser.probe(table / "reports" / "index.html")
+        assert seen["images"] and all(w > 0 for w in seen["images"]) and seen["resources"] == []
+        assert set(results) | {"baseline: prior (fit on that generator's masks)", "baseline: all-fake"} \
+            <= set(seen["rows"])
 
 
 def test_second_repro_is_a_no_op(table):
