@@ -250,8 +250,10 @@ def figure(uri: str, caption: str, width: int | None = None) -> str:
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
     """The whole document: `sections` are (heading, inner HTML), in order."""
-    body = "\n".join(f'<section id="{esc(re.sub(r"[^a-z0-9]+", "-", h.lower()).strip("-"))}">'
-                     f"<h2>{esc(h)}</h2>\n{inner}\n</section>" for h, inner in sections)
+    ids = [re.sub(r"[^a-z0-9]+", "-", h.lower()).strip("-") for h, _ in sections]
+    nav = "<nav>" + " · ".join(f'<a href="#{i}">{esc(h)}</a>' for i, (h, _) in zip(ids, sections)) + "</nav>"
+    body = nav + "\n" + "\n".join(f'<section id="{i}">\n<h2>{esc(h)}</h2>\n{inner}\n</section>'
+                                   for i, (h, inner) in zip(ids, sections))
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'

@@ -56,8 +56,9 @@ def build(args: argparse.Namespace) -> tuple[str, dict, str]:
         ("Headline", report.headline_html(summary)),
         ("Cross-generator table", md(args.table, "table")),
         ("Heatmap", _figures([args.heatmap])),
-        ("Overlays per generator", "<p>Each figure: input | truth | prediction, for the test images of one "
-                                   "generator.</p>" + _figures(optional(args.overlays), 400)),
+        ("Overlays per generator", "<p>One figure per test generator: input | truth (green) | the predictions "
+                                   "(red) of the in-domain model, the model that never saw that generator, and "
+                                   "others, on its first test images.</p>" + _figures(optional(args.overlays), 660)),
         ("Training curves", _figures([args.curves])),
         ("Robustness", md(args.robustness_table, "robustness-table") + _figures(optional(args.robustness_plots))),
     ]
