@@ -154,33 +154,43 @@ COLUMN_NAMES = {"iou": "mean IoU", "prior": "location prior", "auc": "detection 
 
 
 def headline_markdown(summary: Mapping) -> str:
-    """summary.json's headline as Markdown: a table of the sections that hold a mean IoU (in-domain,
-    held-out, and any a later evaluate adds), one column per number they hold, with its interval
-    where summary.json has one; then every number of `real_faces` and `baselines`. All ×100."""
-    means = {k: v for k, v in summary.items() if isinstance(v, Mapping) and isinstance(v.get("iou"), int | float)}
+    """summary.json's headline as Markdown, ×100 with intervals where summary.json has them.
+
+    A table: one row per section that holds a mean IoU (in-domain, held-out, and any a later
+    evaluate adds, such as a ceiling), one column per number those sections hold (mean IoU,
+    location prior, detection AUC), and one column per baseline that has its own in-domain and
+    held-out means (such as `texture`). Then every other number of `real_faces` and `baselines`.
+    """
+    means = {k: v for k, v in summary.items() if isinstance(v, Mapping) and _number(v.get("iou"))}
+    baselines = summary.get("baselines") if isinstance(summary.get("baselines"), Mapping) else {}
+    per_row = {k: v for k, v in baselines.items()
+               if isinstance(v, Mapping) and any(isinstance(v.get(r), Mapping) for r in means)}
     lines = []
     if means:
         cols: list[str] = []
         for sec in means.values():
-            cols += [k for k, v in sec.items() if k not in cols and k not in INTERVAL_KEYS
-                     and isinstance(v, int | float) and not isinstance(v, bool)]
-        head = [COLUMN_NAMES.get(c, c.replace("_", " ")) for c in cols]
-        lines += ["| ×100, 95% intervals | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
+            cols += [k for k, v in sec.items() if k not in cols and k not in INTERVAL_KEYS and _number(v)]
+        head = [COLUMN_NAMES.get(c, c.replace("_", " ")) for c in cols] + [f"{b} baseline" for b in per_row]
+        lines += ["| ×100, 95% intervals | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
         for key, sec in means.items():
             cells = [_with_interval(sec, c) if c in sec else "" for c in cols]
-            if cells and cols[0] == "iou":
-                cells[0] = f"**{cells[0]}**"
+            cells[0] = f"**{cells[0]}**" if cols and cols[0] == "iou" and cells[0] else cells[0]
+            cells += [_with_interval(b[key], "iou") if isinstance(b.get(key), Mapping) and _number(b[key].get("iou"))
+                      else "" for b in per_row.values()]
             lines.append(f"| {HEADLINE_NAMES.get(key, key.replace('_', ' '))} | " + " | ".join(cells) + " |")
         lines.append("")
     for key in ("real_faces", "baselines"):
         sec = summary.get(key)
-        if isinstance(sec, Mapping):
-            items = []
-            for k, v in sec.items():
-                if isinstance(v, Mapping):
-                    items += [f"{k} {name.replace('_', ' ')} {_pct(x)}" for name, x in flatten(v).items()]
-                elif isinstance(v, int | float) and not isinstance(v, bool):
-                    items.append(f"{k.replace('_', ' ')} {_with_interval(sec, k)}")
+        if not isinstance(sec, Mapping):
+            continue
+        items = []
+        for k, v in sec.items():
+            if isinstance(v, Mapping):
+                rest = {n: x for n, x in flatten(v).items() if n.split(".")[0] not in means}
+                items += [f"{k} {n.replace('_', ' ')} {_pct(x)}" for n, x in rest.items()]
+            elif _number(v):
+                items.append(f"{k.replace('_', ' ')} {_with_interval(sec, k)}")
+        if items:
             lines.append(f"- {key.replace('_', ' ')}: " + ", ".join(items))
     return "\n".join(lines).strip() + "\n" if lines else "summary.json holds no headline.\n"
 
@@ -211,35 +221,58 @@ def runtime_html(summary: Mapping) -> str:
     return f"<table><tbody>{rows}</tbody></table>"
 
 
-# Left out of the compact headline: sections that are not the protocol or not numbers, and numbers
-# that summary.json and the report hold but `dvc metrics show` has no room for.
-HEADLINE_SKIP = ("valid_thresholds", "runtime")
-HEADLINE_DROP = ("auc", "fake_area")
+# The compact headline: summary.json's in-domain and held-out means with their interval and prior,
+# the real faces, the baselines, and any other section that holds a mean IoU (a ceiling), ×100.
+# Left out: numbers the tables and the report hold but `dvc metrics show` has no room for (AUC,
+# flagged area, the all-real baseline that is 0 by construction, a baseline's own real faces and
+# threshold), and every section that is not a result (thresholds chosen on valid, runtime, notes).
+HEADLINE_DROP = ("auc", "fake_area", "all-real", "real_faces_clean", "threshold", "low", "high")
 SHORT = {"in_domain": "in", "held_out": "out", "real_faces": "real", "baselines": "base"}
+MEANS = ("in_domain", "held_out")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _collapsed(d: Mapping) -> dict:
+    """Numeric leaves ×100 under short names; a mean with an interval ({iou, low, high}) becomes its mean."""
+    out: dict = {}
+    for k, v in d.items():
+        if k in HEADLINE_DROP:
+            continue
+        if isinstance(v, Mapping):
+            if _number(v.get("iou")):
+                out[SHORT.get(k, k)] = round(100 * v["iou"], 1)
+            elif sub := _collapsed(v):
+                out[SHORT.get(k, k)] = sub
+        elif _number(v):
+            out[SHORT.get(k, k)] = round(100 * v, 1)
+    return out
 
 
 def compact_headline(summary: Mapping) -> dict:
-    """The metrics `dvc metrics show` and `dvc exp show` read, narrow enough for 200 columns: every
-    numeric leaf of summary.json but those of HEADLINE_SKIP and HEADLINE_DROP, ×100 to one decimal as
-    in the tables, under short names (SHORT, at any depth); a mean's low and high become one `ci`
-    text, "low–high". A number a later evaluate adds to summary.json appears here under its own name."""
-
-    def walk(d: Mapping) -> dict:
-        out: dict = {}
-        for k, v in d.items():
-            if k in HEADLINE_DROP or k in ("low", "high") or isinstance(v, bool):
-                continue
-            if isinstance(v, Mapping):
-                sub = walk(v)
-                if sub:
-                    out[SHORT.get(k, k)] = sub
-            elif isinstance(v, int | float):
-                out[SHORT.get(k, k)] = round(100 * v, 1)
-                if k == "iou" and all(isinstance(d.get(x), int | float) for x in ("low", "high")):
-                    out["ci"] = f"{_pct(d['low'])}–{_pct(d['high'])}"
-        return out
-
-    return walk({k: v for k, v in summary.items() if k not in HEADLINE_SKIP})
+    """The metrics `dvc metrics show` and `dvc exp show` read, narrow enough for 200 columns: the
+    in-domain and held-out means with their interval as one `ci` text ("low–high") and their prior;
+    the real faces; every baseline (a baseline with in-domain and held-out means gives both); and
+    the mean of any other section that holds one (a ceiling). All ×100 to one decimal, as in the
+    tables. A baseline or a ceiling that a later evaluate adds to summary.json appears here by itself."""
+    out: dict = {}
+    for key, sec in summary.items():
+        if not isinstance(sec, Mapping):
+            continue
+        if key in MEANS:
+            row = {"iou": round(100 * sec["iou"], 1)} if _number(sec.get("iou")) else {}
+            if row and _number(sec.get("low")) and _number(sec.get("high")):
+                row["ci"] = f"{_pct(sec['low'])}–{_pct(sec['high'])}"
+            row.update({k: v for k, v in _collapsed(sec).items() if k != "iou"})
+            out[SHORT[key]] = row
+        elif key in SHORT:
+            if sub := _collapsed(sec):
+                out[SHORT[key]] = sub
+        elif _number(sec.get("iou")):
+            out[key] = round(100 * sec["iou"], 1)
+    return out
 
 
 def figure(uri: str, caption: str, width: int | None = None) -> str:

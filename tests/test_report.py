@@ -97,20 +97,25 @@ def test_headline_files(built):
     compact = json.loads((built / "metrics/headline.json").read_text())
     assert compact == {"in": {"iou": 40.0, "ci": "35.0–45.0", "prior": 10.0},
                        "out": {"iou": 20.0, "ci": "15.0–25.0", "prior": 12.0},
-                       "real": {"clean": 50.0}, "base": {"all-fake": 11.0, "all-real": 0.0}}
+                       "real": {"clean": 50.0}, "base": {"all-fake": 11.0}}
     md = (built / "metrics/headline.md").read_text()
     assert "| in-domain | **40.0 (35.0–45.0)** | 10.0 | 80.0 (70.0–90.0) |" in md
     assert "- real faces: clean 50.0 (40.0–60.0), fake area 5.0" in md
 
 
-def test_a_section_a_later_evaluate_adds_appears_in_the_headline():
-    summary = {**SUMMARY, "baselines": {**SUMMARY["baselines"], "texture": {"in_domain": 0.25, "held_out": 0.2}},
-               "ceiling": {"in_domain": 0.7, "held_out": 0.71}}
+def test_a_baseline_and_a_ceiling_a_later_evaluate_adds_appear_in_the_headline():
+    texture = {"in_domain": {"iou": 0.25, "low": 0.2, "high": 0.3}, "held_out": {"iou": 0.2, "low": 0.15, "high": 0.25},
+               "real_faces_clean": 0.3}
+    summary = {**SUMMARY, "baselines": {**SUMMARY["baselines"], "texture": texture},
+               "ceiling": {"iou": 0.72, "low": 0.7, "high": 0.74}, "budget": {"passes": 0.3}}
     compact = report.compact_headline(summary)
-    assert compact["base"]["texture"] == {"in": 25.0, "out": 20.0}
-    assert compact["ceiling"] == {"in": 70.0, "out": 71.0}
+    assert compact["base"] == {"all-fake": 11.0, "texture": {"in": 25.0, "out": 20.0}}
+    assert compact["ceiling"] == 72.0
+    assert "budget" not in compact  # not a result: no mean IoU
     md = report.headline_markdown(summary)
-    assert "texture in domain 25.0" in md and "- baselines:" in md
+    assert "| in-domain | **40.0 (35.0–45.0)** | 10.0 | 80.0 (70.0–90.0) | 25.0 (20.0–30.0) |" in md
+    assert "| ceiling | **72.0 (70.0–74.0)** |  |  |  |" in md
+    assert "- baselines: all-fake 11.0, all-real 0.0, texture real faces clean 30.0" in md
 
 
 def test_external_references_are_found():
