@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         doc, headline, headline_md = build(args)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    for path, text in ((args.out, doc), (args.headline, json.dumps(headline, indent=2) + "\n"),
+    for path, text in ((args.out, doc), (args.headline, json.dumps(headline, indent=2, ensure_ascii=False) + "\n"),
                        (args.headline_md, headline_md)):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:
