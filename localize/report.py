@@ -213,12 +213,33 @@ def flatten(d: Mapping, prefix: str = "") -> dict[str, float]:
     return out
 
 
+RESULT_SECTIONS = ("in_domain", "held_out", "real_faces", "baselines", "valid_thresholds")
+
+
+def _leaves(d: Mapping, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out += _leaves(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
 def runtime_html(summary: Mapping) -> str:
-    rt = summary.get("runtime")
-    if not isinstance(rt, Mapping) or not rt:
+    """How the run was computed: summary.json's `runtime` (device, precision, threads), then every
+    other section that is not a result (a training-budget note, say), key by key."""
+    rows = []
+    for key, sec in summary.items():
+        if key in RESULT_SECTIONS or not isinstance(sec, Mapping) or _number(sec.get("iou")):
+            continue
+        prefix = "" if key == "runtime" else f"{key}."
+        rows += [(f"{prefix}{k}".replace("_", " "), v) for k, v in _leaves(sec)]
+    if not rows:
         return "<p>summary.json records no runtime.</p>"
-    rows = "".join(f"<tr><td>{esc(k.replace('_', ' '))}</td><td>{esc(v)}</td></tr>" for k, v in rt.items())
-    return f"<table><tbody>{rows}</tbody></table>"
+    body = "".join(f"<tr><td>{esc(k)}</td><td>{esc(', '.join(map(str, v)) if isinstance(v, list) else v)}</td></tr>"
+                   for k, v in rows)
+    return f"<table><tbody>{body}</tbody></table>"
 
 
 # The compact headline: summary.json's in-domain and held-out means with their interval and prior,

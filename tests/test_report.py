@@ -89,7 +89,7 @@ def test_page_holds_every_table_row_and_inlines_every_image(built):
     assert report.external_references(doc) == []
     assert f'content="{report.CSP}"' in doc and "<script" not in doc
     assert "<b>40.0 (35.0–45.0)</b>" in doc and "<code>code</code>" in doc
-    assert "cpu" in doc and "fp32" in doc  # the runtime
+    assert "<td>train precision</td><td>fp32</td>" in doc  # the runtime
     assert "40.0 (35.0–45.0)" in doc and "jpeg-50" in doc  # headline and robustness table
 
 
@@ -112,6 +112,7 @@ def test_a_baseline_and_a_ceiling_a_later_evaluate_adds_appear_in_the_headline()
     assert compact["base"] == {"all-fake": 11.0, "texture": {"in": 25.0, "out": 20.0}}
     assert compact["ceiling"] == 72.0
     assert "budget" not in compact  # not a result: no mean IoU
+    assert "<td>budget.passes</td><td>0.3</td>" in report.runtime_html(summary)
     md = report.headline_markdown(summary)
     assert "| in-domain | **40.0 (35.0–45.0)** | 10.0 | 80.0 (70.0–90.0) | 25.0 (20.0–30.0) |" in md
     assert "| ceiling | **72.0 (70.0–74.0)** |  |  |  |" in md
