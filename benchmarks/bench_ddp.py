@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `localize` importable without installing it
     sys.path.insert(0, str(ROOT))
 
-from localize import torchrun  # noqa: E402
+from localize import distributed  # noqa: E402
 from localize.config import parse_section  # noqa: E402
 from localize.models import ModelParams  # noqa: E402
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads  # noqa: E402
@@ -47,11 +47,11 @@ def make_arrays(folder: Path, n: int, size: int) -> list[tuple[np.ndarray, np.nd
 
 
 def worker(args: argparse.Namespace) -> None:
-    ranks = torchrun.from_env()
+    ranks = distributed.from_env()
     threads = setup_threads(None, processes=ranks.local_world)
-    device = torchrun.local_device(pick_device(args.device), ranks)
+    device = distributed.local_device(pick_device(args.device), ranks)
     precision = pick_precision(args.precision, device)
-    torchrun.init(ranks, device)
+    distributed.init(ranks, device)
     try:
         data = Path(args.data)
         pairs = [(np.load(data / "images.npy", mmap_mode="r"), np.load(data / "masks.npy", mmap_mode="r"))]
@@ -68,7 +68,7 @@ def worker(args: argparse.Namespace) -> None:
                               "threads": threads, "epoch_s": [round(float(e), 3) for e in epochs],
                               "images_per_s": args.batch * args.steps / statistics.median(epochs)}))
     finally:
-        torchrun.shutdown()
+        distributed.shutdown()
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make `localize` importable without installing it
     sys.path.insert(0, str(ROOT))
 
-from localize.batches import ArrayPool, epoch_indices, random_flip, to_input, to_target  # noqa: E402
+from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target  # noqa: E402
 from localize.losses import LOSSES  # noqa: E402
 from localize.models import ModelParams, build_model  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
@@ -236,7 +236,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
                     x_syn, y_syn = self_blend(to_input(reals, device), flips)
                     x = torch.cat([x, x_syn]).contiguous(memory_format=torch.channels_last)
                     y = torch.cat([y, y_syn])
-                random_flip(x, y, flips)
+                apply_flips(x, y, flip_draws(x.shape[0], flips))
                 data_times.append(time.perf_counter() - t)
 
         valid_times = []
@@ -391,7 +391,8 @@ def bench_naive(args: argparse.Namespace) -> None:
                 sync(device)
                 start = time.perf_counter()
                 for idx in batches:
-                    x, y = random_flip(*loader(idx), flips)
+                    x, y = loader(idx)
+                    x, y = apply_flips(x, y, flip_draws(x.shape[0], flips))
                     train_step(model, optimizer, loss_fn, x, y, device, precision).item()
                 sync(device)
                 step[name].append((time.perf_counter() - start) / len(batches))

@@ -71,11 +71,6 @@ def apply_flips(x: torch.Tensor, y: torch.Tensor, flip: torch.Tensor) -> tuple[t
     return x, y
 
 
-def random_flip(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip each sample left-right with probability 1/2 (same flip for image and mask)."""
-    return apply_flips(x, y, flip_draws(x.shape[0], generator))
-
-
 def epoch_indices(n: int, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """`n_samples` indices covering the pool in shuffled passes (no repeats within a pass)."""
     passes = -(-n_samples // n)

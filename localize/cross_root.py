@@ -1,8 +1,8 @@
 """Scoring trained models on the test splits of other Dolos-layout roots (`evaluate.also`).
 
 Dolos' cross-dataset experiment (paper §5.2): train on `ffhq/`, test on `celebahq/`. Each
-other root goes through the index and preprocess stages' own code (`stages.index.run`,
-`stages.preprocess.run`), at the models' size, into a temporary folder deleted afterwards,
+other root goes through the index and preprocess stages' own code (`localize.indexing.run`,
+`localize.preprocessing.run`), at the models' size, into a temporary folder deleted afterwards,
 so data/ is untouched. Only test rows are prepared.
 
 Generators are matched by name. A generator the models were tested on at home but that the
@@ -17,13 +17,13 @@ from pathlib import Path
 
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.index_csv import read_index
+from localize.indexing import IndexParams
+from localize.indexing import run as index_run
 from localize.inference import with_tta
 from localize.prepared import Prepared
+from localize.preprocessing import PreprocessParams
+from localize.preprocessing import run as preprocess_run
 from localize.saved_model import load_model
-from stages.index import IndexParams
-from stages.index import run as index_run
-from stages.preprocess import PreprocessParams
-from stages.preprocess import run as preprocess_run
 
 
 def prepare_root(root: Path, size: int, tmp: Path) -> Prepared:

@@ -12,28 +12,7 @@ import cv2
 import numpy as np
 
 from localize.imageio import resize_image
-
-# kind -> (what its strength means, the check on it)
-KINDS = {
-    "jpeg": "quality, a whole number in 1..100",
-    "downscale": "scale factor in (0, 1]: shrink by it, then back to the original size",
-    "blur": "Gaussian sigma in pixels, >= 0",
-    "noise": "Gaussian sigma on 0-255, >= 0",
-}
-
-
-def check(kind: str, strength: float) -> None:
-    """ValueError naming the allowed kinds or the allowed range of the strength."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown perturbation {kind!r}; choose one of: {', '.join(KINDS)}")
-    ok = {
-        "jpeg": float(strength).is_integer() and 1 <= strength <= 100,
-        "downscale": 0 < strength <= 1,
-        "blur": strength >= 0,
-        "noise": strength >= 0,
-    }[kind]
-    if not ok:
-        raise ValueError(f"{kind} {strength!r}: must be the {KINDS[kind]}")
+from localize.params import KINDS, check  # noqa: F401  (the sweep's kinds and their checks live with the params)
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:

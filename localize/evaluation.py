@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from torch import nn
@@ -43,11 +44,11 @@ class ModelScores:
     real_detection: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: detection score
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
     # At other thresholds (chosen on valid: `valid_thresholds`), IoU and real faces only, by name.
-    other: dict[str, OtherThreshold] = field(default_factory=dict)
+    at_valid_thresholds: dict[str, ValidThresholdScores] = field(default_factory=dict)
 
 
 @dataclass
-class OtherThreshold:
+class ValidThresholdScores:
     threshold: float
     ious: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> per-image IoU at `threshold`
     real_flagged: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per real face: share flagged
@@ -66,23 +67,24 @@ def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
 
 def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
                 keep: int = 0, other_thresholds: dict[str, float] | None = None) -> ModelScores:
-    out = ModelScores(other={name: OtherThreshold(t) for name, t in (other_thresholds or {}).items()})
+    out = ModelScores(at_valid_thresholds={name: ValidThresholdScores(t)
+                                           for name, t in (other_thresholds or {}).items()})
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
         out.real_flagged = flagged_share(real_probs, threshold)
         real_scores = image_scores(real_probs, detection)
         out.real_detection = real_scores
-        for other in out.other.values():
+        for other in out.at_valid_thresholds.values():
             other.real_flagged = flagged_share(real_probs, other.threshold)
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
-        other_ious = {name: [] for name in out.other}
+        other_ious = {name: [] for name in out.at_valid_thresholds}
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
             pred = binarize(prob, threshold)
             ious.append(iou_per_image(pred, true))
-            for name, other in out.other.items():
+            for name, other in out.at_valid_thresholds.items():
                 other_ious[name].append(iou_per_image(binarize(prob, other.threshold), true))
             f1s.append(f1_per_image(pred, true))
             fake_scores.append(image_scores(prob, detection))
@@ -93,7 +95,7 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
         out.ious[gen] = np.concatenate(ious)
         out.detection[gen] = fake_scores
         out.overlays[gen] = np.array(kept)
-        for name, other in out.other.items():
+        for name, other in out.at_valid_thresholds.items():
             other.ious[gen] = np.concatenate(other_ious[name])
         out.cells[gen] = {
             "f1": float(np.concatenate(f1s).mean()),
@@ -210,6 +212,16 @@ def rounded(x: float) -> float | None:
     return None if math.isnan(x) else round(float(x), 6)
 
 
+def real_clean(flagged: np.ndarray) -> np.ndarray:
+    """Per real face, 1 if no pixel was flagged, else 0 (Dolos' IoU of a real face)."""
+    return (flagged == 0).astype(np.float64)
+
+
+def ordered_model_files(models_dir: Path) -> list[Path]:
+    """A models folder's files in table order: single generators, then leave-one-out splits, then the rest (`all`)."""
+    return sorted(Path(models_dir).glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+
+
 def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
     """One model's scores on one test set, compact, for the tables beyond the clean one (robustness,
     other roots): per generator IoU with its interval and AP; the mean over generators with its
@@ -221,7 +233,7 @@ def score_record(scores: ModelScores, boot: Bootstrap) -> dict:
     out = {"generators": gens, "iou": rounded(mean_of(cells)),
            "iou_ci": [rounded(v) for v in boot.interval(cells)],
            "ap": rounded(float(np.mean(aps))) if aps else None}
-    clean = (scores.real_flagged == 0).astype(np.float64)
+    clean = real_clean(scores.real_flagged)
     out["real_clean"] = rounded(clean.mean()) if len(clean) else None
     out["real_clean_ci"] = [rounded(v) for v in boot.interval([(REAL, clean)])] if len(clean) else [None, None]
     return out

@@ -5,13 +5,12 @@ Params. A stage declares (in dvc.yaml) and reads only its own sections, so its o
 depend on nothing else. But a bad value in a later stage's section (say
 `evaluate.threshold: 2`) would otherwise surface only when that stage runs, after the
 heavy stages before it. So each stage first validates *every* section of params.yaml
-through its dataclass, which only decides whether the stage starts, never what it
-writes. That is why those sections are not declared as the stage's params (declaring
-them would rerun every stage whenever any param changed), and why the modules that
-define them are imported by name here, not declared as its code deps. Whichever stage
-DVC runs first after an edit is the first to check, so a bad value stops the pipeline
-before its first heavy stage. Sections a params file leaves out are not checked here;
-the stage that reads them applies its defaults.
+through its dataclass in localize.params, which only decides whether the stage starts,
+never what it writes. That is why those sections are not declared as the stage's params
+(declaring them would rerun every stage whenever any param changed). Whichever stage DVC
+runs first after an edit is the first to check, so a bad value stops the pipeline before
+its first heavy stage. Sections a params file leaves out are not checked here; the stage
+that reads them applies its defaults, which equal params.yaml's (tests/test_params.py).
 
 Temporaries. See localize.atomic: DVC may restore a stage's outputs from its run cache
 without running the stage, so a temporary left by an earlier killed run of that stage
@@ -21,36 +20,35 @@ writes (a temporary whose writer is alive is locked, and never touched).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from localize import params
 from localize.atomic import remove_stale
 from localize.config import parse_section, read_params
 
-# params.yaml section -> "module:dataclass" that validates it.
+# params.yaml section -> the dataclass that validates it.
 SECTIONS = {
-    "demo": "stages.demo:DemoParams",
-    "data": "stages.index:DataParams",
-    "index": "stages.index:IndexParams",
-    "preprocess": "stages.preprocess:PreprocessParams",
-    "model": "localize.models:ModelParams",
-    "train": "localize.training:TrainParams",
-    "evaluate": "stages.evaluate:EvaluateParams",
-    "robustness": "stages.robustness:RobustnessParams",
+    "demo": params.DemoParams,
+    "data": params.DataParams,
+    "index": params.IndexParams,
+    "preprocess": params.PreprocessParams,
+    "model": params.ModelParams,
+    "train": params.TrainParams,
+    "evaluate": params.EvaluateParams,
+    "robustness": params.RobustnessParams,
 }
 
 
 def check_params(path: str | Path = "params.yaml") -> None:
     """Validate every known section present in the params file; ParamsError on the first bad one."""
-    params = read_params(path)
-    for section, where in SECTIONS.items():
-        if section in params:
-            module, name = where.split(":")
-            parse_section(getattr(importlib.import_module(module), name), params[section], section)
+    values = read_params(path)
+    for section, cls in SECTIONS.items():
+        if section in values:
+            parse_section(cls, values[section], section)
 
 
-def start(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
+def check_and_clear(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
     """A stage's first step: every params section checked, stale temporaries next to `paths` removed."""
     check_params(params)
     remove_stale(Path(p).parent for p in paths)

@@ -25,8 +25,6 @@ from localize.metrics import roc_auc
 from localize.models import PATCH_ARCHS
 from localize.runtime import Runtime, autocast
 
-SUPERVISIONS = ("full", "weak")
-
 
 def per_patch(arch: str) -> bool:
     """True for models trained on their own patch map (forward(x, grid=True))."""
@@ -84,7 +82,7 @@ def _image_losses(model: torch.nn.Module, pairs, label: float, rt: Runtime, batc
     return np.concatenate(losses), np.concatenate(scores)
 
 
-def weak_validate(model: torch.nn.Module, valid, real_valid, rt: Runtime, batch_size: int, arch: str,
+def weak_score_on_valid(model: torch.nn.Module, valid, real_valid, rt: Runtime, batch_size: int, arch: str,
                   ) -> dict[str, float]:
     """Image-level selection: valid loss (fakes and reals weighted equally) and detection AUC.
 

@@ -29,79 +29,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from localize import torchrun
+from localize import distributed
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
-from localize.config import choice
 from localize.degrade import degrade_batch
+from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs_with_masks
-from localize.losses import LOSSES
 from localize.metrics import binarize, iou_per_image
 from localize.models import PATCH_ARCHS, ModelParams, build_model
+from localize.params import TrainParams
 from localize.runtime import Runtime, autocast
-from localize.supervision import SUPERVISIONS, check_weak_data, training_loss, weak_batches, weak_validate
+from localize.supervision import check_weak_data, training_loss, weak_batches, weak_score_on_valid
 from localize.synthetic import self_blend
-from localize.torchrun import SINGLE, Ranks
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    source: str = "table"
-    epochs: int = 12
-    # Fixed steps per epoch give every split the same compute, whether it pools one
-    # generator or several; null means one full pass over the training images.
-    steps_per_epoch: int | None = 25
-    batch_size: int = 16
-    lr: float = 0.001
-    weight_decay: float = 0.0
-    loss: str = choice(*LOSSES, default="dice")
-    augment: str = choice("flip", "none", default="flip")
-    # Share of each batch made of self-blended fakes from real training faces
-    # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
-    # training generators' fingerprints. 0 trains on the generators' fakes alone.
-    synthetic: float = 0.0
-    # Share of each batch made of plain real training faces with empty masks: without them
-    # nothing in training says that an untouched face has no fake pixel.
-    real: float = 0.0
-    # Learning rate over the run: constant, or a cosine decay from train.lr to 0 after a
-    # short linear warm-up (a function of the step alone, so resume needs no extra state).
-    schedule: str = choice("constant", "cosine", default="constant")
-    # full: the masks; weak: image labels only (real 0, fake 1), masks never read (localize/supervision.py).
-    supervision: str = choice(*SUPERVISIONS, default="full")
-    # Probability per training image (fakes and real faces) of a resize round trip and a JPEG
-    # re-save (localize/degrade.py): robustness to post-processing. 0 leaves batches as they were.
-    degrade: float = 0.0
-    seed: int = 0
-    device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
-    precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
-    threads: int | None = None  # null: every core this process may use, shared among local processes
-    # Training processes on this machine, started with torchrun when > 1 (gloo on CPU, nccl on CUDA).
-    procs: int = 1
-    # How processes share the work: `data` = DDP, every process takes a slice of every batch
-    # (the global batch stays train.batch_size); `splits` = whole splits, one process each.
-    distribute: str = choice("data", "splits", default="data")
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "procs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("synthetic", "real"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.synthetic + self.real >= 1:
-            raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
-                             f"got {self.synthetic} + {self.real}")
-        # (train.real does not apply to weak supervision: its batches are half real faces by construction.)
-        if self.supervision == "weak" and self.synthetic:
-            raise ValueError(f"synthetic = {self.synthetic} needs supervision full (self-blended fakes are "
-                             "mask-supervised); with supervision weak use synthetic 0")
-        if not 0 <= self.degrade <= 1:
-            raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
-
 
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images, masks) array pairs, usually memory-mapped
 
@@ -241,11 +180,11 @@ def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int,
               for prob, true in iter_probs_with_masks(model, images[part], masks[part], batch_size, rt.device,
                                                       rt.precision)]
     scores = np.concatenate(scores) if scores else np.zeros(0)
-    total, count = torchrun.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
+    total, count = distributed.all_sum([float(scores.sum()), len(scores)], ranks, rt.device)
     return total / count if count else float("nan")
 
 
-def validate(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
+def score_on_valid(model: torch.nn.Module, data: SplitData, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE,
              ) -> dict[str, float]:
     """The selection score: fakes' IoU and real faces left unflagged, weighted equally.
 
@@ -281,7 +220,7 @@ def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.
     saved = None
     if group.main and path is not None and path.exists():
         saved = torch.load(path, map_location="cpu" if group.parallel else device, weights_only=False)
-    saved = torchrun.broadcast(saved, group)
+    saved = distributed.broadcast(saved, group)
     if saved is None:
         return None
     model.load_state_dict(saved["model"])
@@ -316,10 +255,10 @@ def train_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
 
 def select_scores(model: torch.nn.Module, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runtime,
                   ranks: Ranks) -> dict[str, float]:
-    """The epoch's valid row: image-level under weak supervision (no mask is read), else `validate`."""
+    """The epoch's valid row: image-level under weak supervision (no mask is read), else `score_on_valid`."""
     if tp.supervision == "weak":
-        return weak_validate(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
-    return validate(model, data, rt, tp.batch_size, ranks)
+        return weak_score_on_valid(model, data.valid, data.real_valid, rt, tp.batch_size, mp.arch)
+    return score_on_valid(model, data, rt, tp.batch_size, ranks)
 
 
 def epoch_line(split: str, row: dict[str, float]) -> str:
@@ -369,7 +308,7 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             loss = loss_fn(logits, y[lo:hi])
             value = loss.item()
             if group.parallel:
-                value = torchrun.all_sum([value], group, rt.device)[0] / group.world
+                value = distributed.all_sum([value], group, rt.device)[0] / group.world
             if not math.isfinite(value):  # every rank sees the same value, so all stop together
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")

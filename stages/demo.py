@@ -36,70 +36,15 @@ from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
 from localize.layout import REAL, SPLITS
-from localize.preflight import start
+from localize.params import DemoParams
+from localize.preflight import check_and_clear
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores
 
-# Five generators by default: each one adds two models (alone, and held out) to the training
-# table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
-# real texture spliced from another photo (poisson) and from the same photo (patchmatch),
-# and a smooth fill followed by a whole-image re-encoding. Plain `biharmonic` (and
-# `<name>-jpeg` for any fill) can be added through params.
-DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg", "patchmatch")
-# Test photos get three fakes each, so every generator has ~228 test fakes (a cell's 95%
-# interval ~±0.035, not ±0.05); valid two, for a steadier best-epoch choice; train one, which
-# keeps preprocessing and training as cheap as before.
-DEFAULT_FAKES_PER_FACE = {"train": 1, "valid": 2, "test": 3}
-MAX_FAKES_PER_FACE = 20
 MAX_REDRAWS = 50  # masks tried per fake before the build gives up on that photo
 PNG_COMPRESS_LEVEL = 6  # fixed, so the bytes do not depend on a library default
 SHEET_ROWS = 3
 MAX_CHUNK = 4  # photos per task handed to a worker process
-
-
-@dataclass(frozen=True)
-class DemoParams:
-    seed: int = 0
-    size: int = 128  # crop side in pixels; preprocess resizes to its own size
-    max_faces: int | None = None  # None = every distinct real photo (~380)
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.2  # train gets the rest
-    min_fake: float = 0.03  # bounds on the fake fraction of every mask
-    max_fake: float = 0.40
-    jpeg_quality: int = 75  # of the `-jpeg` generators' whole-image round trip
-    inpaint_radius: int = 3  # neighbourhood of the OpenCV Telea / Navier-Stokes fills
-    min_change: float = 3.0  # grey levels: a fill must change the pixels under its mask this much on average
-    fakes_per_face: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAKES_PER_FACE))
-    generators: list[str] = field(default_factory=lambda: list(DEFAULT_GENERATORS))
-
-    def validate(self) -> None:
-        if self.size < 32:
-            raise ValueError(f"size = {self.size}: use at least 32 pixels, or the face parts blur into one")
-        if self.max_faces is not None and self.max_faces < len(SPLITS):
-            raise ValueError(f"max_faces = {self.max_faces}: need at least {len(SPLITS)}, one per split")
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} = {getattr(self, name)}: must lie strictly between 0 and 1")
-        if self.valid_fraction + self.test_fraction >= 1.0:
-            raise ValueError("valid_fraction + test_fraction must leave some photos for train")
-        if not 0.0 < self.min_fake < self.max_fake < 1.0:
-            raise ValueError(f"need 0 < min_fake < max_fake < 1, got {self.min_fake} and {self.max_fake}")
-        if not 1 <= self.jpeg_quality <= 95:
-            raise ValueError(f"jpeg_quality = {self.jpeg_quality}: must be in 1..95")
-        if self.inpaint_radius < 1:
-            raise ValueError(f"inpaint_radius = {self.inpaint_radius}: must be at least 1")
-        if not 0.0 <= self.min_change < 255.0:
-            raise ValueError(f"min_change = {self.min_change}: must be in [0, 255) grey levels")
-        counts = self.fakes_per_face
-        if sorted(counts) != sorted(SPLITS) or not all(1 <= n <= MAX_FAKES_PER_FACE for n in counts.values()):
-            raise ValueError(
-                f"fakes_per_face = {counts}: give each of {', '.join(SPLITS)} a count in 1..{MAX_FAKES_PER_FACE}"
-            )
-        unknown = [g for g in self.generators if g not in generators.NAMES]
-        if unknown or not self.generators or len(set(self.generators)) != len(self.generators):
-            raise ValueError(
-                f"generators = {self.generators}: give distinct names from: {', '.join(generators.NAMES)}"
-            )
 
 
 @dataclass
@@ -171,11 +116,6 @@ def split_ids(ids: Sequence[str], cfg: DemoParams) -> dict[str, list[str]]:
 def fake_id(photo_id: str, k: int) -> str:
     """The id of a photo's k-th fake: unique per generator and split, and names its photo."""
     return f"{photo_id}-{k}"
-
-
-def photo_of(fake: str) -> str:
-    """The photo id a fake id was made from (photo ids are hex digests: they hold no '-')."""
-    return fake.rsplit("-", 1)[0]
 
 
 def pick_donor(face: faces.Face, same_split: Sequence[faces.Face], generator: str, seed: int,
@@ -370,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:
-        start("params.yaml", [args.out, args.sheet])
+        check_and_clear("params.yaml", [args.out, args.sheet])
         cfg = load_section(DemoParams, "demo")
         summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
     except (ParamsError, OSError, ValueError) as e:

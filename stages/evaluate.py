@@ -2,7 +2,8 @@
 
     python -m stages.evaluate --prepared data/prepared --models models --iou metrics/iou.json \
         --scores metrics/scores.json --summary metrics/summary.json --table metrics/table.md \
-        --heatmap plots/evaluate/iou_heatmap.png --overlays plots/evaluate/overlays
+        --heatmap plots/evaluate/iou_heatmap.png --overlays plots/evaluate/overlays \
+        --cross-root metrics/cross_root.json --cross-root-table metrics/cross_root.md
 
 Localization: per image, binarize the fake probability at 0.5 and take IoU (1.0 when
 prediction and truth are both empty); a cell is the mean over a generator's test images
@@ -23,24 +24,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, choice, load_section
+from localize.config import ParamsError, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
 from localize.evaluation import (
     Bootstrap,
     ModelScores,
-    OtherThreshold,
+    ValidThresholdScores,
     held_out_cells,
     in_domain_cells,
     mean_of,
+    ordered_model_files,
     percent,
     prior_ious,
+    real_clean,
     rounded,
     score_model,
     test_generators,
@@ -49,39 +52,14 @@ from localize.evaluation import (
 )
 from localize.inference import with_tta
 from localize.layout import REAL
-from localize.metrics import binarize, check_threshold
+from localize.metrics import binarize
+from localize.params import EvaluateParams
 from localize.plots import grid, heatmap, overlay
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    # Dolos' protocol fixes the threshold at 0.5; other values are for exploration only.
-    threshold: float = 0.5
-    batch_size: int = 64
-    # How an image's fake-probability map becomes one detection score.
-    detection_score: str = choice("max", "mean", default="max")
-    overlay_images: int = 6
-    bootstrap: int = 1000  # resamples of the test images behind every 95% interval
-    seed: int = 0  # of the bootstrap's resamples
-    # Test-time augmentation: `flip` averages each map with its mirror image's (twice the cost).
-    tta: str = choice("none", "flip", default="none")
-    # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
-    also: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        check_threshold(self.threshold)
-        if any(not root.strip() for root in self.also):
-            raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.overlay_images < 0:
-            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
 
 
 @dataclass
@@ -114,11 +92,6 @@ def iou_table(r: Results) -> dict[str, dict[str, float]]:
     return {split: _mean_row(ious) for split, ious in r.ious().items()}
 
 
-def _clean(flagged: np.ndarray) -> np.ndarray:
-    """Per real face, 1 if no pixel was flagged, else 0 (Dolos' IoU of a real face)."""
-    return (flagged == 0).astype(np.float64)
-
-
 def _mean_with_interval(r: Results, chosen: list[tuple[str, np.ndarray]]) -> dict:
     """The mean over `chosen` cells (test set name, per-image values) with its bootstrap interval."""
     low, high = r.boot.interval(chosen)
@@ -129,7 +102,7 @@ def real_faces(r: Results, split: str) -> dict:
     flagged = r.scores[split].real_flagged
     if not len(flagged):
         return {"clean": None, "clean_ci": [None, None], "fake_area": None}
-    clean = _clean(flagged)
+    clean = real_clean(flagged)
     return {"clean": rounded(clean.mean()), "clean_ci": _interval(r.boot.interval([(REAL, clean)])),
             "fake_area": rounded(float(flagged.mean()))}
 
@@ -145,7 +118,7 @@ def detailed_scores(r: Results) -> dict:
                       for gen, ious in s.ious.items()}
         out[split][REAL] = real_faces(r, split)
         out[split]["valid_thresholds"] = {name: _other_threshold_record(other)
-                                          for name, other in s.other.items()}
+                                          for name, other in s.at_valid_thresholds.items()}
     out["baselines"] = {
         "prior": {split: _mean_row(p) for split, p in r.priors.items()},
         "prior_area": r.prior_area,
@@ -154,9 +127,9 @@ def detailed_scores(r: Results) -> dict:
     return out
 
 
-def _other_threshold_record(other: OtherThreshold) -> dict:
+def _other_threshold_record(other: ValidThresholdScores) -> dict:
     """One model's scores at a threshold chosen on its valid set."""
-    clean = _clean(other.real_flagged)
+    clean = real_clean(other.real_flagged)
     return {"threshold": other.threshold, "iou": {g: rounded(float(v.mean())) for g, v in other.ious.items()},
             "real_clean": rounded(float(clean.mean())) if len(clean) else None}
 
@@ -165,15 +138,16 @@ def at_valid_thresholds(r: Results) -> dict:
     """summary.json's `valid_thresholds`: per way of choosing (localize.evaluation.valid_thresholds), the
     headline means with each model at its own choice (each model's threshold is in scores.json, so
     that `dvc metrics show` stays one glance). Not Dolos' protocol, which fixes 0.5."""
-    names = set.intersection(*(set(s.other) for s in r.scores.values()))
-    return {name: _at_threshold(r, {split: s.other[name] for split, s in r.scores.items()}) for name in sorted(names)}
+    names = set.intersection(*(set(s.at_valid_thresholds) for s in r.scores.values()))
+    return {name: _at_threshold(r, {split: s.at_valid_thresholds[name] for split, s in r.scores.items()})
+            for name in sorted(names)}
 
 
-def _at_threshold(r: Results, others: dict[str, OtherThreshold]) -> dict:
+def _at_threshold(r: Results, others: dict[str, ValidThresholdScores]) -> dict:
     ious = {split: other.ious for split, other in others.items()}
     out = {"in_domain": _mean_with_interval(r, in_domain_cells(ious)),
            "held_out": _mean_with_interval(r, held_out_cells(ious, r.generators))}
-    clean = [(REAL, _clean(other.real_flagged)) for other in others.values()]
+    clean = [(REAL, real_clean(other.real_flagged)) for other in others.values()]
     if all(len(c) for _, c in clean):
         out["real_faces_clean"] = rounded(float(np.mean([c.mean() for _, c in clean])))
         out["real_faces_clean_ci"] = _interval(r.boot.interval(clean))
@@ -196,7 +170,7 @@ def headline(r: Results, detailed: dict) -> dict:
     out["real_faces"] = {key: rounded(float(np.mean([x[key] for x in reals]))) if has_reals else None
                          for key in ("clean", "fake_area")}
     if has_reals:  # the interval of the mean over models: every model sees the same resampled real faces
-        clean = [(REAL, _clean(s.real_flagged)) for s in r.scores.values()]
+        clean = [(REAL, real_clean(s.real_flagged)) for s in r.scores.values()]
         out["real_faces"]["clean_ci"] = _interval(r.boot.interval(clean))
     out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["valid_thresholds"] = at_valid_thresholds(r)
@@ -313,8 +287,7 @@ def write_overlays(r: Results, prepared: Prepared, folder: Path, threshold: floa
 def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple[Prepared, Results]:
     prepared = Prepared(prepared_dir)
     setup_threads(None)
-    # Rows: single generators, then leave-one-out splits, then anything else (`all`).
-    model_files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+    model_files = ordered_model_files(models_dir)
     if not model_files:
         raise FileNotFoundError(f"{models_dir}: no trained models (*.pt) to evaluate")
     models, scores = {}, {}
@@ -356,7 +329,7 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
 def write_cross_root(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams,
                      out: dict[str, Path]) -> None:
     """metrics/cross_root.json and .md: every model on every root of `evaluate.also`, keyed by root."""
-    files = sorted(models_dir.glob("*.pt"), key=lambda p: (p.stem.startswith("no-"), p.stem == "all", p.stem))
+    files = ordered_model_files(models_dir)
     results = {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
                                 ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
     write_json(out["cross_root"], results)
@@ -375,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in names}
     try:
-        start(args.params, [args.prepared, args.models, *out.values()])
+        check_and_clear(args.params, [args.prepared, args.models, *out.values()])
         ep = load_section(EvaluateParams, "evaluate", args.params)
         run(args.prepared, args.models, out, ep)
     except (ParamsError, ValueError, FileNotFoundError) as e:

@@ -29,74 +29,25 @@ import sys
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
-from localize.config import ParamsError, choice, load_section
-from localize.degrade import KINDS, apply, check
+from localize.config import ParamsError, load_section
+from localize.degrade import apply
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.imageio import load_rgb, resize_image
 from localize.index_csv import read_index
 from localize.layout import REAL
-from localize.metrics import check_threshold
+from localize.params import CLEAN, RobustnessParams
 from localize.plots import robustness_curves
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
+from localize.preprocessing import create_npy, init_worker, write_at
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores, setup_threads
 from localize.saved_model import load_model
-from stages.preprocess import _init_worker, _write_at, create_npy
-
-CLEAN = "clean"
-MODEL_SETS = ("single", "all")  # the named choices of `models`; a list of split names also works
-
-
-def default_sweep() -> dict[str, list[float]]:
-    return {"jpeg": [95, 75, 50], "downscale": [0.75, 0.5], "blur": [0.5, 1, 2], "noise": [2, 5, 10]}
-
-
-@dataclass(frozen=True)
-class RobustnessParams:
-    sweep: dict[str, list[float]] = field(default_factory=default_sweep)
-    # `single`: the models trained on one generator (the in-domain rows, the cheap default);
-    # `all`: every model; or a list of split names.
-    models: str | list[str] = "single"
-    # Per test set, the first ones by id; null = all. A cap keeps the default sweep within minutes
-    # on a CPU: inference, not decoding, is its cost (benchmarks/bench_robustness.py).
-    max_images: int | None = 100
-    threshold: float = 0.5
-    batch_size: int = 64
-    detection_score: str = choice("max", "mean", default="max")
-    bootstrap: int = 1000
-    seed: int = 0  # of the noise and of the bootstrap's resamples
-    workers: int = 0  # decoding processes; 0 = every core
-
-    def validate(self) -> None:
-        check_threshold(self.threshold)
-        if not self.sweep:
-            raise ValueError(f"sweep is empty; give strengths for any of: {', '.join(KINDS)}")
-        for kind, strengths in self.sweep.items():
-            if not strengths:
-                raise ValueError(f"sweep.{kind} lists no strength")
-            for s in strengths:
-                check(kind, s)
-        if isinstance(self.models, str) and self.models not in MODEL_SETS:
-            raise ValueError(f"models = {self.models!r}; choose one of: {', '.join(MODEL_SETS)}, "
-                             "or a list of trained splits")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
-        if self.workers < 0:
-            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
-
-    def cells(self) -> list[tuple[str, float]]:
-        """(kind, strength) of every perturbation, the clean copy first."""
-        return [(CLEAN, 0.0)] + [(k, float(s)) for k, strengths in self.sweep.items() for s in strengths]
 
 
 def label(kind: str, strength: float) -> str:
@@ -115,7 +66,7 @@ def perturb_source(task: tuple) -> None:
         # Noise seeded by (seed, image, perturbation): the same whatever the worker or the order.
         rng = np.random.default_rng([seed, zlib.crc32(key.encode()), k])
         out = rgb if kind == CLEAN else apply(rgb, kind, strength, rng)
-        _write_at(file, offset, np.ascontiguousarray(resize_image(out, size, size)))
+        write_at(file, offset, np.ascontiguousarray(resize_image(out, size, size)))
 
 
 def _sources(index_path: Path, prepared: Prepared, names: list[str], limit: int | None) -> dict[str, list]:
@@ -157,7 +108,7 @@ def build_perturbed(index_path: Path, prepared: Prepared, rp: RobustnessParams, 
             targets = [(file, at + k * size * size * 3) for file, at in offsets]
             tasks.append((image, width, height, size, f"{name}/{i}", rp.seed, cells, targets))
     for _ in ordered_map(perturb_source, tasks, rp.workers or available_cores(), max_chunk=8,
-                         initializer=_init_worker):
+                         initializer=init_worker):
         pass
     manifest = {"size": size, "generators": [n for n in names if n != REAL],
                 "splits": {name: {"test": len(sources[name])} for name in names}}
@@ -270,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     out = {k: getattr(args, k) for k in ("headline", "detail", "table", "plots")}
     try:
-        start(args.params, [args.prepared, args.models, *out.values()])
+        check_and_clear(args.params, [args.prepared, args.models, *out.values()])
         rp = load_section(RobustnessParams, "robustness", args.params)
         run(args.index, args.prepared, args.models, out, rp)
     except (ParamsError, ValueError, FileNotFoundError) as e:

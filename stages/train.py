@@ -28,19 +28,20 @@ from pathlib import Path
 from dvclive import Live
 from tqdm import tqdm
 
-from localize import torchrun
+from localize import distributed
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
+from localize.distributed import SINGLE, Ranks
 from localize.layout import FULLY_GENERATED, REAL
 from localize.models import ModelParams
 from localize.models.patches import grid_size
 from localize.plots import training_curves
-from localize.preflight import start
+from localize.preflight import check_and_clear
 from localize.prepared import Prepared
+from localize.resume import code_fingerprint, parse_resume_path, resume_path
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
 from localize.saved_model import SavedModel
 from localize.splits import TABLE, resolve_source
-from localize.torchrun import SINGLE, Ranks
 from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
 
 
@@ -52,20 +53,6 @@ def data_fingerprint(prepared: Prepared) -> str:
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
-    return h.hexdigest()
-
-
-def code_fingerprint() -> str:
-    """A hash of the source of every project module this process imported (localize/, stages/):
-    a change to the loss, a model or the loop must not resume checkpoints made by the old code."""
-    root = Path(__file__).resolve().parents[1]
-    packages = (root / "localize", root / "stages")
-    files = sorted({Path(m.__file__).resolve() for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) and any(Path(m.__file__).resolve().is_relative_to(p)
-                                                            for p in packages)})
-    h = hashlib.sha256()
-    for path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
@@ -180,9 +167,9 @@ class Trainer:
         results: dict[str, SavedModel] = {}
         main = self.group.main
         for split in mine:
-            checkpoint = self.checkpoints / f"{split}-{keys[split]}.pt"
-            done = self.checkpoints / f"{split}-{keys[split]}.done.pt"
-            if torchrun.broadcast(done.exists() if main else None, self.group):
+            checkpoint = resume_path(self.checkpoints, split, keys[split])
+            done = resume_path(self.checkpoints, split, keys[split], done=True)
+            if distributed.broadcast(done.exists() if main else None, self.group):
                 if main:
                     results[split] = SavedModel.load(done)
                     tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
@@ -213,11 +200,11 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
 
     A split's checkpoints belong to the process that writes them: rank 0 of its group.
     """
-    ranks = ranks or torchrun.from_env()
+    ranks = ranks or distributed.from_env()
     prepared = Prepared(prepared_dir)
     splits = plan(prepared, mp, tp, ranks.world)
     threads = setup_threads(tp.threads, processes=ranks.local_world)
-    device = torchrun.local_device(pick_device(tp.device), ranks)
+    device = distributed.local_device(pick_device(tp.device), ranks)
     rt = Runtime(device, pick_precision(tp.precision, device), threads)
     group, mine = assign(splits, tp, ranks)
     if ranks.main:
@@ -228,13 +215,13 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
 
     data_id = data_fingerprint(prepared) + code_fingerprint()
     keys = {s: run_key(s, splits[s], mp, tp, data_id, rt.precision, group.world) for s in splits}
-    torchrun.init(ranks, device)
+    distributed.init(ranks, device)
     try:
         with live_log(live_dir, ranks.main) as live:
             trainer = Trainer(prepared, mp, tp, rt, group, checkpoints, live, verbose=ranks.main)
             results = trainer.train_splits(mine, splits, keys)
             if not group.parallel and ranks.parallel:  # `splits`: rank 0 collects every process's models
-                gathered = torchrun.gather(results, ranks)
+                gathered = distributed.gather(results, ranks)
                 if ranks.main:
                     for theirs in gathered[1:]:
                         for split, result in theirs.items():
@@ -244,12 +231,12 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
         if ranks.main:
             write_outputs(results, models_dir, curves)
         # Every output is in place: now each writer may drop its finished splits' resume files.
-        torchrun.barrier(ranks)
+        distributed.barrier(ranks)
         if group.main:
             for split in mine:
-                (checkpoints / f"{split}-{keys[split]}.done.pt").unlink(missing_ok=True)
+                resume_path(checkpoints, split, keys[split], done=True).unlink(missing_ok=True)
     finally:
-        torchrun.shutdown()
+        distributed.shutdown()
     return results
 
 
@@ -262,17 +249,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoints", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args(argv)
-    ranks = torchrun.from_env()
+    ranks = distributed.from_env()
     if ranks.parallel:
-        torchrun.die_with_parent(signal.SIGKILL)  # never outlive torchrun
+        distributed.die_with_parent(signal.SIGKILL)  # never outlive torchrun
     try:
-        start(args.params, [args.prepared, args.models, args.live, args.curves, args.checkpoints])
+        check_and_clear(args.params, [args.prepared, args.models, args.live, args.curves, args.checkpoints])
         tp = load_section(TrainParams, "train", args.params)
         mp = load_section(ModelParams, "model", args.params)
         if tp.procs > 1 and not ranks.parallel:
             # Check what can be checked once, here, rather than in every process.
             plan(Prepared(args.prepared), mp, tp, tp.procs)
-            status = torchrun.relaunch_under_torchrun(tp.procs, "stages.train",
+            status = distributed.relaunch_under_torchrun(tp.procs, "stages.train",
                                                          sys.argv[1:] if argv is None else argv)
             if status:
                 raise RuntimeError(f"train.procs={tp.procs}: a training process failed "
@@ -287,11 +274,11 @@ def main(argv: list[str] | None = None) -> None:
         # Where a rerun picks up: the newest checkpoint, unless a split finished after it.
         hint = "rerun to resume"
         with contextlib.suppress(Exception):
-            newest = max((p for p in args.checkpoints.glob("*.pt") if not p.name.startswith(".")),
+            newest = max((p for p in args.checkpoints.iterdir() if parse_resume_path(p)),
                          key=lambda p: p.stat().st_mtime)
-            if not newest.name.endswith(".done.pt"):
-                epoch = checkpoint_epoch(newest)
-                hint = f"rerun to resume {newest.name.rsplit('-', 1)[0]} from epoch {epoch + 1}"
+            split, _, done = parse_resume_path(newest)
+            if not done:
+                hint = f"rerun to resume {split} from epoch {checkpoint_epoch(newest) + 1}"
         if not ranks.parallel:
             print(f"interrupted; {hint}", file=sys.stderr)
         raise SystemExit(130) from None

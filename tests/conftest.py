@@ -14,9 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from localize.config import parse_section, read_params
 from localize.layout import REAL
+from localize.preflight import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def recipe(section: str, **overrides):
+    """params.yaml's `section` (the shipped recipe) with `overrides` (tiny sizes and steps), parsed and
+    validated like a stage does: the one way tests build their params."""
+    values = {**(read_params(REPO / "params.yaml").get(section) or {}), **overrides}
+    return parse_section(SECTIONS[section], values, section)
 
 
 def make_prepared(root: Path, generators=("alpha", "beta"), size=16, counts=None, seed=0) -> Path:

@@ -89,7 +89,7 @@ def test_a_live_writer_keeps_its_temporary_and_a_killed_one_loses_it(tmp_path):
 def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, monkeypatch):
     """DVC can restore data/prepared from its run cache without running preprocess, so the temporary
     a killed preprocess left in data/ is cleared by the next stage that runs (any of them)."""
-    from localize.preflight import start
+    from localize.preflight import check_and_clear
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("evaluate:\n  threshold: 0.5\n")
@@ -98,5 +98,5 @@ def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, 
     (stale / "images.npy").write_bytes(b"half")
     (tmp_path / "data" / ".index.csv.tmp-x.csv").write_text("half")
     (tmp_path / "data" / "keep.tmp-not-ours").write_text("x")
-    start("params.yaml", ["data/prepared", "models"])
+    check_and_clear("params.yaml", ["data/prepared", "models"])
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["keep.tmp-not-ours"]

@@ -16,22 +16,28 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import recipe
 
-from localize.config import parse_section
-from localize.models import ModelParams
+from localize.config import read_params
+from localize.distributed import Ranks
+from localize.resume import resume_files
 from localize.saved_model import SavedModel
-from localize.torchrun import Ranks
-from localize.training import NonFiniteLoss, TrainParams
+from localize.training import NonFiniteLoss
 from stages import train
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"arch": "unet-seed", "width": 4, "dropout": 0.0}
-TINY = {"epochs": 6, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1}
+# params.yaml's recipe with tiny sizes and steps, and the reference recipe's U-Net with plain Dice
+# (named, as in test_train_evaluate.py), which learns in these few steps.
+TINY = {"epochs": 6, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1,
+        "loss": "dice", "real": 0.0, "schedule": "constant"}
 
 
 def start_train(prepared: Path, out: Path, **train_params) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "params.yaml").write_text(yaml.safe_dump({"model": MODEL, "train": {**TINY, **train_params}}))
+    shipped = read_params(REPO / "params.yaml")
+    (out / "params.yaml").write_text(yaml.safe_dump({"model": {**shipped["model"], **MODEL},
+                                                     "train": {**shipped["train"], **TINY, **train_params}}))
     cmd = [sys.executable, "-m", "stages.train", "--prepared", str(prepared), "--models", str(out / "models"),
            "--live", str(out / "dvclive"), "--curves", str(out / "curves.png"),
            "--checkpoints", str(out / "ckpt"), "--params", str(out / "params.yaml")]
@@ -94,7 +100,7 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path):
     proc = start_train(prepared, tmp_path / "cut", **params)
     ckpt = tmp_path / "cut" / "ckpt"
     deadline = time.monotonic() + 240
-    while not [p for p in ckpt.glob("alpha-*.pt") if not p.name.endswith(".done.pt")]:
+    while not resume_files(ckpt, "alpha", done=False):
         assert proc.poll() is None, "the run ended before writing a checkpoint"
         assert time.monotonic() < deadline
         time.sleep(0.01)
@@ -131,15 +137,15 @@ def test_bad_process_settings_fail_before_any_process_starts(prepared, tmp_path,
 
 def _nan_rank(rank: int, prepared: Path, out: Path, port: int, errors) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    from localize import training
+    from localize import losses
 
     # Only rank 1's loss goes bad: both ranks must still stop together, not hang.
     if rank == 1:
-        training.LOSSES["dice"] = lambda logits, y: logits.sum() * float("nan")
-    tp = parse_section(TrainParams, {**TINY, "source": "alpha", "procs": 2}, "train")
+        losses.LOSSES["dice"] = lambda logits, y: logits.sum() * float("nan")
+    tp = recipe("train", **{**TINY, "source": "alpha", "procs": 2})
     try:
         train.run(prepared, out / "models", out / "dvclive", out / "c.png", out / "ckpt",
-                  ModelParams(**MODEL), tp, Ranks(rank=rank, world=2, local_rank=rank, local_world=2))
+                  recipe("model", **MODEL), tp, Ranks(rank=rank, world=2, local_rank=rank, local_world=2))
     except NonFiniteLoss as e:
         errors.put((rank, str(e)))
 

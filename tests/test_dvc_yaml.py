@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from localize.resume import local_imports, module_file
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-
-def module_file(name: str) -> Path:
-    path = REPO / Path(*name.split("."))
-    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-
-
-def local_imports(path: Path, seen: set[Path]) -> set[Path]:
-    """Every localize/stages module file that `path` imports, transitively."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        for name in names:
-            if name.split(".")[0] in ("localize", "stages"):
-                target = module_file(name)
-                if target.exists() and target not in seen:
-                    seen.add(target)
-                    local_imports(target, seen)
-    return seen
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -43,7 +23,7 @@ def test_stage_deps_cover_its_imports(stage):
     spec = STAGES[stage]
     script = re.search(r"python -m (stages\.\w+)", spec["cmd"]).group(1)
     deps = [REPO / d for d in spec["deps"] if not d.startswith("${")]
-    needed = local_imports(module_file(script), {module_file(script)})
+    needed = local_imports(module_file(script))
     needed -= {REPO / "localize" / "__init__.py", REPO / "stages" / "__init__.py"}
     missing = [p.relative_to(REPO) for p in needed if not any(p == d or d in p.parents for d in deps)]
     assert not missing, f"stage {stage!r}: add to deps in dvc.yaml: {', '.join(map(str, sorted(missing)))}"
@@ -77,6 +57,7 @@ def test_index_command_runs_with_a_space_in_data_root(tmp_path):
     (tmp_path / "params.yaml").write_text(f"data:\n  root: {root}\nindex:\n  workers: 1\n")
     cmd = STAGES["index"]["cmd"].replace("${data.root}", str(root))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = cmd.replace("python ", f"{shlex.quote(sys.executable)} ", 1)
     proc = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -23,10 +23,11 @@ from localize.imageio import (
     load_upright_rgb,
 )
 from localize.index_csv import printable
+from localize.indexing import IndexDataError
 from localize.layout import REAL
+from localize.params import DataParams, IndexParams
 from stages import index as index_stage
 from stages import preprocess as preprocess_stage
-from stages.index import DataParams, IndexDataError, IndexParams
 
 DOLOS_FOLDERS = ("repaint-p2-9k", "lama", "ldm", "pluralistic")
 SHORT = {"repaint-p2-9k": "repaint", "lama": "lama", "ldm": "ldm", "pluralistic": "pluralistic"}

@@ -3,15 +3,36 @@
 from pathlib import Path
 
 import pytest
+from conftest import REPO, recipe
 
 from localize.config import ParamsError, load_section, parse_section, read_params
+from localize.preflight import SECTIONS
 from localize.splits import resolve_source, training_splits
 from localize.training import TrainParams
 
 
-def test_defaults_and_types():
+def test_types():
     tp = parse_section(TrainParams, {"epochs": 3, "lr": 1}, "train")
     assert tp.epochs == 3 and tp.lr == 1.0 and isinstance(tp.lr, float)
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_every_default_is_the_params_yaml_value(section):
+    """params.yaml is the recipe: a key deleted from it either fails naming the key or changes nothing."""
+    shipped = read_params(REPO / "params.yaml")[section]
+    for key in shipped:
+        rest = {k: v for k, v in shipped.items() if k != key}
+        try:
+            parsed = parse_section(SECTIONS[section], rest, section)
+        except ParamsError as e:
+            assert f"'{section}.{key}' is required" in str(e)
+            continue
+        assert parsed == parse_section(SECTIONS[section], shipped, section), f"{section}.{key}: default != params.yaml"
+
+
+def test_recipe_is_params_yaml_with_overrides():
+    tp = recipe("train", epochs=1)
+    assert tp.epochs == 1 and tp.loss == read_params(REPO / "params.yaml")["train"]["loss"]
 
 
 @pytest.mark.parametrize(
@@ -79,3 +100,13 @@ def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, mo
         importlib.import_module(f"stages.{stage}").main(args)
     assert str(info.value) == "error: params 'evaluate': threshold must be in (0, 1), got 2.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing started
+
+
+def test_named_choices_match_the_code_behind_them():
+    """localize.params names some choices itself, so checking params imports no model, loss or image code."""
+    from localize import params
+    from localize.demo.generators import NAMES
+    from localize.losses import LOSSES
+
+    assert params.LOSSES == tuple(LOSSES)
+    assert params.DEMO_GENERATORS == NAMES

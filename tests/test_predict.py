@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PYTHON, png_declaring, run_measured
+from conftest import PYTHON, png_declaring, recipe, run_measured
 from PIL import Image, ImageOps
 
-from localize.config import parse_section
 from localize.imageio import MAX_PIXELS, check_image, load_rgb, load_upright_rgb
 from localize.models import ModelParams
 from localize.saved_model import load_model
-from localize.training import TrainParams
-from stages import predict, train
+from stages import train
+from tools import predict
 
+# The messages below name the model's arch and width: the reference U-Net's, at width 4.
+SEED_UNET = recipe("model", arch="unet-seed", width=4)
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
@@ -28,9 +29,8 @@ def model_path(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("predict")
     prepared = make_prepared(root / "prepared", generators=("alpha",))
-    tp = parse_section(TrainParams, {"source": "alpha", "epochs": 1, "steps_per_epoch": 2, "batch_size": 4,
-                                     "precision": "fp32", "threads": 1}, "train")
-    train.run(prepared, root / "models", root / "live", root / "curves.png", root / "ckpt", ModelParams(width=4), tp)
+    tp = recipe("train", source="alpha", epochs=1, steps_per_epoch=2, batch_size=4, precision="fp32", threads=1)
+    train.run(prepared, root / "models", root / "live", root / "curves.png", root / "ckpt", SEED_UNET, tp)
     return root / "models" / "alpha.pt"
 
 
@@ -80,7 +80,7 @@ def test_a_huge_image_is_refused_from_its_header_and_the_next_one_is_predicted(m
     """A 20000² PNG of a few KB: named in one line, never decoded (peak RSS), and the good image after it runs."""
     huge = png_declaring(tmp_path / "huge.png", 20000, 20000)
     good = write(tmp_path / "good.png", "RGB", (32, 24))
-    status, out, err, peak = run_measured([PYTHON, "-m", "stages.predict", "--model", str(model_path), "--out",
+    status, out, err, peak = run_measured([PYTHON, "-m", "tools.predict", "--model", str(model_path), "--out",
                                            str(tmp_path / "out"), str(huge), str(good)], tmp_path)
     assert status == 1
     assert "Traceback" not in err
@@ -111,7 +111,7 @@ def _bad_models(saved: dict, folder: Path) -> dict[str, tuple[Path, str]]:
         cases[name] = (folder / f"{name}.pt", words)
 
     cases: dict[str, tuple[Path, str]] = {}
-    other = train_module_model(ModelParams(width=8))
+    other = train_module_model(recipe("model", arch="unet-seed", width=8))
     variant("empty_state", lambda d: d.update(state_dict={}), "'state_dict' holds no weights")
     variant("other_width", lambda d: d.update(state_dict=other.state_dict()), "do not fit a unet-seed of width 4")
     variant("unknown_key", lambda d: d["model"].update(depth=3), "bad model settings: 'model': unknown key(s) depth")

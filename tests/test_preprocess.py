@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from test_index import SIZE, make_tree, write_mask
 
+from localize import preprocessing
 from localize.config import ParamsError, parse_section
 from localize.imageio import (
     ImageReadError,
@@ -23,12 +24,11 @@ from localize.imageio import (
 )
 from localize.index_csv import read_index
 from localize.layout import REAL
+from localize.params import IndexParams, PreprocessParams
 from localize.prepared import Prepared, PreparedError
 from localize.process_pool import ordered_map
 from stages import index as index_stage
 from stages import preprocess
-from stages.index import IndexParams
-from stages.preprocess import PreprocessParams
 
 
 def build(tmp_path: Path, size: int = 16, workers: int = 2, **tree) -> tuple[Path, Path, dict]:
@@ -109,7 +109,7 @@ def test_l_and_rgb_masks_have_the_same_polarity(tmp_path):
     for name in ("rgb", "l"):
         image = tmp_path / f"{name}.png"
         Image.new("RGB", (SIZE, SIZE)).save(image)
-        _, mask = preprocess.prepare_pair((str(image), str(folder / f"{name}.png"), SIZE, SIZE, SIZE))
+        _, mask = preprocessing.prepare_pair((str(image), str(folder / f"{name}.png"), SIZE, SIZE, SIZE))
         assert mask.sum() == 8 * 6 and mask[2:10, 3:9].all() and mask.dtype == np.uint8
 
 
@@ -133,7 +133,7 @@ def test_palette_and_alpha_are_composited_on_white(tmp_path):
     rgba.paste((0, 0, 255, 255), (0, 0, 12, SIZE))  # opaque blue left half
     assert np.array_equal(np.asarray(to_rgb(rgba))[0, 20], [255, 255, 255])
     rgba.save(tmp_path / "rgba.png")
-    image, mask = preprocess.prepare_pair((str(tmp_path / "rgba.png"), "", SIZE, SIZE, SIZE))
+    image, mask = preprocessing.prepare_pair((str(tmp_path / "rgba.png"), "", SIZE, SIZE, SIZE))
     assert mask is None
     assert np.array_equal(image[0, 0], [0, 0, 255]) and np.array_equal(image[0, 20], [255, 255, 255])
     grey = Image.fromarray(np.full((SIZE, SIZE), 7, np.uint8))
@@ -292,7 +292,7 @@ def test_an_id_with_a_line_break_is_refused(tmp_path):
     frame = read_index(csv)
     frame.loc[0, "id"] = "000\n01"
     frame.to_csv(csv, index=False)
-    with pytest.raises(preprocess.IndexFileError, match=r"id '000\\n01' holds a line break"):
+    with pytest.raises(preprocessing.IndexFileError, match=r"id '000\\n01' holds a line break"):
         preprocess.run(csv, tmp_path / "out", PreprocessParams())
     assert not (tmp_path / "out").exists()
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stages.reference import RESULTS, ROBUSTNESS, collect, compare, read_overrides
+from tools.reference import RESULTS, ROBUSTNESS, collect, compare, read_overrides
 
 
 def test_overrides_are_key_value_lines_with_comments(tmp_path):

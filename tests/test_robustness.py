@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import recipe
 from test_index import make_tree
 from test_train_evaluate import run_train
 
@@ -18,14 +19,12 @@ from localize import degrade, training
 from localize.batches import ArrayPool
 from localize.config import ParamsError, parse_section
 from localize.imageio import load_rgb, resize_image
+from localize.params import IndexParams, PreprocessParams, RobustnessParams
 from localize.prepared import Prepared
 from localize.training import TrainParams
 from stages import evaluate, robustness
 from stages import index as index_stage
 from stages import preprocess as preprocess_stage
-from stages.index import IndexParams
-from stages.preprocess import PreprocessParams
-from stages.robustness import RobustnessParams
 
 # Blur, JPEG and resizes run in this process too (workers: 1); OpenCV would start its thread pool
 # for them, and a worker process forked after that (index, preprocess, workers: 2) hangs in
@@ -205,7 +204,7 @@ def test_train_degrade_applies_to_fakes_and_reals_and_is_deterministic(prepared,
     monkeypatch.setattr(training, "degrade_batch", spy)
 
     def batches(degrade_p: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        tp = TrainParams(batch_size=8, synthetic=0.25, degrade=degrade_p, augment="none")
+        tp = recipe("train", batch_size=8, synthetic=0.25, real=0.0, degrade=degrade_p, augment="none")
         return list(training.epoch_batches(fakes, reals, tp, "alpha", 0, 2, torch.device("cpu")))
 
     plain, degraded, again = batches(0.0), batches(1.0), batches(1.0)

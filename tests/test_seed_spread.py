@@ -2,7 +2,7 @@
 
 import pytest
 
-from stages.seed_spread import markdown, spread
+from tools.seed_spread import markdown, spread
 
 
 def run(seed: int, value: float) -> dict:

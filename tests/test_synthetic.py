@@ -1,6 +1,7 @@
 """Self-blended training fakes: the label matches what changed, and training uses them."""
 
 import torch
+from conftest import recipe
 
 from localize.synthetic import random_masks, self_blend
 
@@ -25,14 +26,28 @@ def test_fakes_keep_the_real_pixels_outside_the_blend():
     assert (fake[inside] != real[inside]).float().mean() > 0.5
 
 
-def test_training_with_synthetic_fakes_runs(prepared, tmp_path):
-    from localize.config import parse_section
-    from localize.models import ModelParams
-    from localize.training import TrainParams
+def test_training_learns_from_self_blended_fakes(prepared, tmp_path, monkeypatch):
+    """With train.synthetic, every training step gets self-blended fakes: changed pixels under a
+    non-empty mask. A self_blend returning the real faces with empty masks fails this."""
+    from localize import synthetic, training
     from stages import train
 
-    tp = parse_section(TrainParams, {"source": "alpha", "epochs": 1, "steps_per_epoch": 2, "batch_size": 8,
-                                     "synthetic": 0.25, "precision": "fp32", "threads": 1}, "train")
+    seen = []
+
+    def spy(real, generator):
+        fake, label = synthetic.self_blend(real, generator)
+        seen.append((real.clone(), fake, label))
+        return fake, label
+
+    monkeypatch.setattr(training, "self_blend", spy)
+    tp = recipe("train", source="alpha", epochs=1, steps_per_epoch=2, batch_size=8, synthetic=0.25,
+                precision="fp32", threads=1)
     out = train.run(prepared, tmp_path / "m", tmp_path / "l", tmp_path / "c.png", tmp_path / "k",
-                    ModelParams(arch="unet-res-srm", width=4), tp)
+                    recipe("model", arch="unet-res-srm", width=4), tp)
+    assert len(seen) == tp.steps_per_epoch
+    for real, fake, label in seen:
+        assert real.shape[0] == round(tp.synthetic * tp.batch_size)
+        assert (label.flatten(1).sum(1) > 0).all(), "every self-blended fake has fake pixels"
+        inside = label.expand_as(fake) == 1
+        assert (fake[inside] != real[inside]).float().mean() > 0.5
     assert out["alpha"].history[0]["train_loss"] > 0

@@ -8,9 +8,9 @@ import torch
 
 from localize.batches import ArrayPool, to_input
 from localize.config import ParamsError, parse_section
+from localize.distributed import Ranks
 from localize.layout import REAL
 from localize.prepared import Prepared
-from localize.torchrun import Ranks
 from localize.training import TrainParams, batch_slice, check_data, epoch_batches, learning_rate
 
 CPU = torch.device("cpu")
@@ -88,5 +88,5 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert rates[4 + 48] == pytest.approx(0.005, rel=0.05)  # half way down the cosine
     assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
     assert rates[-1] < 1e-5
-    constant = parse_section(TrainParams, {"lr": 0.01}, "train")
+    constant = parse_section(TrainParams, {"lr": 0.01, "schedule": "constant"}, "train")
     assert {learning_rate(constant, step, 100) for step in range(100)} == {0.01}

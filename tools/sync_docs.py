@@ -33,10 +33,8 @@ def documents(root: Path = REPO) -> list[Path]:
 
 
 def _compare(folders: list[Path]) -> str:
-    try:
-        from tools.reference import compare
-    except ImportError:
-        from stages.reference import compare
+    from tools.reference import compare
+
     return compare(folders)
 
 

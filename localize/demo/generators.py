@@ -119,12 +119,6 @@ def finish(name: str, filled: np.ndarray, jpeg_quality: int = 75) -> np.ndarray:
     return jpeg_round_trip(filled, jpeg_quality) if name.endswith(JPEG_SUFFIX) else filled
 
 
-def generate(name: str, image: np.ndarray, mask: np.ndarray, donor: np.ndarray | None = None,
-             jpeg_quality: int = 75, radius: int = 3, seed: int = 0) -> np.ndarray:
-    """The fake made by generator `name` from RGB uint8 `image` and boolean `mask` (True = fake)."""
-    return finish(name, fill(name, image, mask, donor, radius, seed), jpeg_quality)
-
-
 def mean_change(image: np.ndarray, filled: np.ndarray, mask: np.ndarray) -> float:
     """Mean absolute difference inside the mask, in grey levels (0-255) over pixels and channels."""
     if not mask.any():

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
-from localize.config import choice
 from localize.models.patches import PatchForensics
 from localize.models.unet_hp import HighPassUNet
 from localize.models.unet_res import ResUNet
 from localize.models.unet_seed import SeedUNet
+from localize.params import ARCHS, ModelParams
 
-ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
 # Architectures trained on their own patch map (Patch Forensics): forward(x, grid=True) returns it.
 PATCH_ARCHS = ("patches",)
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    arch: str = choice(*ARCHS, default="unet-seed")
-    width: int = 32
-    dropout: float = 0.2
-
-    def validate(self) -> None:
-        if self.width < 1:
-            raise ValueError(f"width must be >= 1, got {self.width}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def build_model(p: ModelParams) -> nn.Module:

@@ -1,7 +1,7 @@
 """Run a trained model on your own images.
 
-    python -m stages.predict --model models/no-telea.pt --out predictions photo1.jpg photo2.png ...
-    python -m stages.predict --model models/no-telea.pt --out predictions --scores scores.csv photos/*.jpg
+    python -m tools.predict --model models/no-telea.pt --out predictions photo1.jpg photo2.png ...
+    python -m tools.predict --model models/no-telea.pt --out predictions --scores scores.csv photos/*.jpg
 
 For each IMAGE it writes DIR/<stem>.prob.png, the fake probability as a grey map at the
 input's own size (255 = surely fake), and DIR/<stem>.overlay.png, the input with the

@@ -1,6 +1,6 @@
 """Run a reference recipe and keep its results beside its overrides.
 
-    python -m stages.reference metrics/reference/<name>
+    python -m tools.reference metrics/reference/<name>
 
 `<name>/overrides` holds the recipe: one `key=value` a line (`#` starts a comment), each
 passed to `dvc exp run evaluate -S` (up to the table; `--target` names other stages). The

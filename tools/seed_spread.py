@@ -1,7 +1,7 @@
 """The spread over training seeds: mean ± std of every cell over experiments that differ only in `train.seed`.
 
     dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start -j 1    # wait: dvc queue status
-    python -m stages.seed_spread --out metrics/reference/seeds $(dvc exp ls --name-only)
+    python -m tools.seed_spread --out metrics/reference/seeds $(dvc exp ls --name-only)
 
 Each experiment is read from Git (`metrics/iou.json` and `metrics/summary.json` of its commit),
 so the workspace is left alone. Writes `<out>/spread.json` and `<out>/table.md`.

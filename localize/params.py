@@ -1,0 +1,298 @@
+"""Every params.yaml section as a typed, validated dataclass: the one module that defines them.
+
+params.yaml is where the recipe lives. The defaults below only let a stage (or a test) leave a
+key out; tests/test_params.py proves that every section parsed from {} equals the same section of
+params.yaml (or fails naming the key it needs), so a key deleted from params.yaml changes nothing.
+
+The stages import their section's class from here, and localize.preflight checks every section
+through this module alone: no library module imports a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from localize.config import choice
+from localize.imageio import MAX_PIXELS, check_max_pixels
+from localize.index_csv import unstorable
+from localize.layout import SPLITS
+from localize.metrics import check_threshold
+from localize.prepared import MAX_SIZE
+
+# The choices of some keys, named here so that checking params imports no model, loss or
+# image code (tests/test_params.py checks them against the code that implements them).
+LOSSES = ("dice", "dice-bce")  # localize.losses.LOSSES
+DEMO_GENERATORS = ("telea", "navier-stokes", "biharmonic", "poisson", "patchmatch",  # localize.demo.DEMO_GENERATORS
+                   "telea-jpeg", "navier-stokes-jpeg", "biharmonic-jpeg", "poisson-jpeg", "patchmatch-jpeg")
+# model.arch choices.
+ARCHS = ("unet-seed", "unet-hp", "unet-res-srm", "unet-res", "patches")
+SUPERVISIONS = ("full", "weak")
+
+# Five generators by default: each one adds two models (alone, and held out) to the training
+# table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
+# real texture spliced from another photo (poisson) and from the same photo (patchmatch),
+# and a smooth fill followed by a whole-image re-encoding. Plain `biharmonic` (and
+# `<name>-jpeg` for any fill) can be added through params.
+DEFAULT_GENERATORS = ("telea", "navier-stokes", "poisson", "biharmonic-jpeg", "patchmatch")
+# Test photos get three fakes each, so every generator has ~228 test fakes (a cell's 95%
+# interval ~±0.035, not ±0.05); valid two, for a steadier best-epoch choice; train one, which
+# keeps preprocessing and training as cheap as before.
+DEFAULT_FAKES_PER_FACE = {"train": 1, "valid": 2, "test": 3}
+MAX_FAKES_PER_FACE = 20
+
+CLEAN = "clean"  # robustness: the unperturbed copy
+MODEL_SETS = ("single", "all")  # the named choices of robustness.models; a list of split names also works
+
+# kind -> (what its strength means, the check on it)
+KINDS = {
+    "jpeg": "quality, a whole number in 1..100",
+    "downscale": "scale factor in (0, 1]: shrink by it, then back to the original size",
+    "blur": "Gaussian sigma in pixels, >= 0",
+    "noise": "Gaussian sigma on 0-255, >= 0",
+}
+
+
+def check(kind: str, strength: float) -> None:
+    """ValueError naming the allowed kinds or the allowed range of the strength."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}; choose one of: {', '.join(KINDS)}")
+    ok = {
+        "jpeg": float(strength).is_integer() and 1 <= strength <= 100,
+        "downscale": 0 < strength <= 1,
+        "blur": strength >= 0,
+        "noise": strength >= 0,
+    }[kind]
+    if not ok:
+        raise ValueError(f"{kind} {strength!r}: must be the {KINDS[kind]}")
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    seed: int = 0
+    size: int = 128  # crop side in pixels; preprocess resizes to its own size
+    max_faces: int | None = None  # None = every distinct real photo (~380)
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.2  # train gets the rest
+    min_fake: float = 0.03  # bounds on the fake fraction of every mask
+    max_fake: float = 0.40
+    jpeg_quality: int = 75  # of the `-jpeg` generators' whole-image round trip
+    inpaint_radius: int = 3  # neighbourhood of the OpenCV Telea / Navier-Stokes fills
+    min_change: float = 3.0  # grey levels: a fill must change the pixels under its mask this much on average
+    fakes_per_face: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FAKES_PER_FACE))
+    generators: list[str] = field(default_factory=lambda: list(DEFAULT_GENERATORS))
+
+    def validate(self) -> None:
+        if self.size < 32:
+            raise ValueError(f"size = {self.size}: use at least 32 pixels, or the face parts blur into one")
+        if self.max_faces is not None and self.max_faces < len(SPLITS):
+            raise ValueError(f"max_faces = {self.max_faces}: need at least {len(SPLITS)}, one per split")
+        for name in ("valid_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} = {getattr(self, name)}: must lie strictly between 0 and 1")
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must leave some photos for train")
+        if not 0.0 < self.min_fake < self.max_fake < 1.0:
+            raise ValueError(f"need 0 < min_fake < max_fake < 1, got {self.min_fake} and {self.max_fake}")
+        if not 1 <= self.jpeg_quality <= 95:
+            raise ValueError(f"jpeg_quality = {self.jpeg_quality}: must be in 1..95")
+        if self.inpaint_radius < 1:
+            raise ValueError(f"inpaint_radius = {self.inpaint_radius}: must be at least 1")
+        if not 0.0 <= self.min_change < 255.0:
+            raise ValueError(f"min_change = {self.min_change}: must be in [0, 255) grey levels")
+        counts = self.fakes_per_face
+        if sorted(counts) != sorted(SPLITS) or not all(1 <= n <= MAX_FAKES_PER_FACE for n in counts.values()):
+            raise ValueError(
+                f"fakes_per_face = {counts}: give each of {', '.join(SPLITS)} a count in 1..{MAX_FAKES_PER_FACE}"
+            )
+        unknown = [g for g in self.generators if g not in DEMO_GENERATORS]
+        if unknown or not self.generators or len(set(self.generators)) != len(self.generators):
+            raise ValueError(
+                f"generators = {self.generators}: give distinct names from: {', '.join(DEMO_GENERATORS)}"
+            )
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str  # the Dolos-layout folder; dvc.yaml passes it (quoted) to this stage
+
+    def validate(self) -> None:
+        if not self.root.strip():
+            raise ValueError("root is empty: set it to the folder that holds real/ and fake/")
+        shell = sorted({c for c in self.root if c in '"$`\\'})
+        if shell or unstorable(self.root):
+            what = " ".join(shell) if shell else "a control character"
+            raise ValueError(f"root = {self.root!r} holds {what}, which dvc.yaml's quoted command line "
+                             "cannot pass on as is; rename the folder or link to it under a plain name")
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    on_error: str = choice("fail", "skip", default="fail")
+    workers: int = 0  # processes for the checks; 0 = every core this process may use
+    # Largest width x height read; bigger files are refused before any decode. null: MAX_PIXELS.
+    max_pixels: int | None = None
+
+    def validate(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
+        if self.max_pixels is not None:
+            check_max_pixels(self.max_pixels, "max_pixels")
+
+    @property
+    def pixel_limit(self) -> int:
+        return MAX_PIXELS if self.max_pixels is None else self.max_pixels
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    size: int = 64  # square side in pixels; also the resolution IoU is evaluated at
+    workers: int = 0  # decoding processes; 0 = every core this process may use
+
+    def validate(self) -> None:
+        if not 1 <= self.size <= MAX_SIZE:
+            raise ValueError(f"size = {self.size}: must be between 1 and {MAX_SIZE} pixels")
+        if self.workers < 0:
+            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = choice(*ARCHS, default="unet-hp")
+    width: int = 24
+    dropout: float = 0.2
+
+    def validate(self) -> None:
+        if self.width < 1:
+            raise ValueError(f"width must be >= 1, got {self.width}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    source: str = "table"
+    epochs: int = 8
+    # Fixed steps per epoch give every split the same compute, whether it pools one
+    # generator or several; null means one full pass over the training images.
+    steps_per_epoch: int | None = 20
+    batch_size: int = 16
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    loss: str = choice(*LOSSES, default="dice-bce")
+    augment: str = choice("flip", "none", default="flip")
+    # Share of each batch made of self-blended fakes from real training faces
+    # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
+    # training generators' fingerprints. 0 trains on the generators' fakes alone.
+    synthetic: float = 0.0
+    # Share of each batch made of plain real training faces with empty masks: without them
+    # nothing in training says that an untouched face has no fake pixel.
+    real: float = 0.25
+    # Learning rate over the run: constant, or a cosine decay from train.lr to 0 after a
+    # short linear warm-up (a function of the step alone, so resume needs no extra state).
+    schedule: str = choice("constant", "cosine", default="cosine")
+    # full: the masks; weak: image labels only (real 0, fake 1), masks never read (localize/supervision.py).
+    supervision: str = choice(*SUPERVISIONS, default="full")
+    # Probability per training image (fakes and real faces) of a resize round trip and a JPEG
+    # re-save (localize/degrade.py): robustness to post-processing. 0 leaves batches as they were.
+    degrade: float = 0.0
+    seed: int = 0
+    device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
+    precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
+    threads: int | None = None  # null: every core this process may use, shared among local processes
+    # Training processes on this machine, started with torchrun when > 1 (gloo on CPU, nccl on CUDA).
+    procs: int = 1
+    # How processes share the work: `data` = DDP, every process takes a slice of every batch
+    # (the global batch stays train.batch_size); `splits` = whole splits, one process each.
+    distribute: str = choice("data", "splits", default="data")
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "procs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("synthetic", "real"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.synthetic + self.real >= 1:
+            raise ValueError(f"synthetic + real must be < 1 (some of each batch must be the generators' fakes), "
+                             f"got {self.synthetic} + {self.real}")
+        # (train.real does not apply to weak supervision: its batches are half real faces by construction.)
+        if self.supervision == "weak" and self.synthetic:
+            raise ValueError(f"synthetic = {self.synthetic} needs supervision full (self-blended fakes are "
+                             "mask-supervised); with supervision weak use synthetic 0")
+        if not 0 <= self.degrade <= 1:
+            raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    # Dolos' protocol fixes the threshold at 0.5; other values are for exploration only.
+    threshold: float = 0.5
+    batch_size: int = 64
+    # How an image's fake-probability map becomes one detection score.
+    detection_score: str = choice("max", "mean", default="max")
+    overlay_images: int = 6
+    bootstrap: int = 1000  # resamples of the test images behind every 95% interval
+    seed: int = 0  # of the bootstrap's resamples
+    # Test-time augmentation: `flip` averages each map with its mirror image's (twice the cost).
+    tta: str = choice("none", "flip", default="none")
+    # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
+    also: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        check_threshold(self.threshold)
+        if any(not root.strip() for root in self.also):
+            raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
+        for name in ("batch_size", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.overlay_images < 0:
+            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
+
+
+def default_sweep() -> dict[str, list[float]]:
+    return {"jpeg": [95, 75, 50], "downscale": [0.75, 0.5], "blur": [0.5, 1, 2], "noise": [2, 5, 10]}
+
+
+@dataclass(frozen=True)
+class RobustnessParams:
+    sweep: dict[str, list[float]] = field(default_factory=default_sweep)
+    # `single`: the models trained on one generator (the in-domain rows, the cheap default);
+    # `all`: every model; or a list of split names.
+    models: str | list[str] = "single"
+    # Per test set, the first ones by id; null = all. A cap keeps the default sweep within minutes
+    # on a CPU: inference, not decoding, is its cost (benchmarks/bench_robustness.py).
+    max_images: int | None = 100
+    threshold: float = 0.5
+    batch_size: int = 64
+    detection_score: str = choice("max", "mean", default="max")
+    bootstrap: int = 1000
+    seed: int = 0  # of the noise and of the bootstrap's resamples
+    workers: int = 0  # decoding processes; 0 = every core
+
+    def validate(self) -> None:
+        check_threshold(self.threshold)
+        if not self.sweep:
+            raise ValueError(f"sweep is empty; give strengths for any of: {', '.join(KINDS)}")
+        for kind, strengths in self.sweep.items():
+            if not strengths:
+                raise ValueError(f"sweep.{kind} lists no strength")
+            for s in strengths:
+                check(kind, s)
+        if isinstance(self.models, str) and self.models not in MODEL_SETS:
+            raise ValueError(f"models = {self.models!r}; choose one of: {', '.join(MODEL_SETS)}, "
+                             "or a list of trained splits")
+        for name in ("batch_size", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
+        if self.workers < 0:
+            raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
+
+    def cells(self) -> list[tuple[str, float]]:
+        """(kind, strength) of every perturbation, the clean copy first."""
+        return [(CLEAN, 0.0)] + [(k, float(s)) for k, strengths in self.sweep.items() for s in strengths]
