@@ -173,7 +173,7 @@ class TrainParams:
     source: str = "table"
     epochs: int = 8
     # Fixed steps per epoch give every split the same compute, whether it pools one
-    # generator or several; null means one full pass over the training images.
+    # generator or several; null means one full pass over the training fakes (localize/budget.py).
     steps_per_epoch: int | None = 20
     batch_size: int = 16
     lr: float = 0.001
@@ -204,13 +204,18 @@ class TrainParams:
     # How processes share the work: `data` = DDP, every process takes a slice of every batch
     # (the global batch stays train.batch_size); `splits` = whole splits, one process each.
     distribute: str = choice("data", "splits", default="data")
+    # Stop a split after this many epochs without a better valid score (null: never; localize/budget.py).
+    patience: int | None = None
+    # At most this many optimizer steps per split, the last epoch shortened to fit (null: no cap).
+    max_steps: int | None = None
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "procs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or null, got {self.steps_per_epoch}")
+        for name in ("steps_per_epoch", "patience", "max_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1 or null (off), got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         for name in ("synthetic", "real"):

@@ -39,6 +39,8 @@ class SavedModel:
     precision: str  # how it was trained: precision, device type, threads per process
     device: str
     threads: int
+    # steps, images_seen, train_fakes, passes, ... (localize.budget.Budget.record); None in older files
+    budget: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -52,7 +54,8 @@ class SavedModel:
         a pickle that would run code, missing or ill-typed entries), ValueError names the file and why."""
         path = Path(path)
         try:
-            return cls(**_checked_fields(_read(path, device), [f.name for f in dataclasses.fields(cls)]))
+            return cls(**_checked_fields(_read(path, device), [f.name for f in dataclasses.fields(cls)
+                                                                if f.default is dataclasses.MISSING]))
         except _NotAModel as e:
             raise ValueError(f"{path}: not a model saved by the train stage ({e})") from None
 
@@ -119,7 +122,9 @@ def _checked_fields(saved: Any, names: list[str]) -> dict[str, Any]:
         raise _NotAModel("'state_dict' holds no weights")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise _NotAModel("'state_dict' holds entries that are not named tensors")
-    return {name: saved[name] for name in names}
+    if not isinstance(saved.get("budget"), (dict, type(None))):
+        raise _NotAModel(f"'budget' is a {type(saved['budget']).__name__}, not the budget record")
+    return {name: saved[name] for name in [*names, "budget"] if name in saved}
 
 
 def load_model(path: str | Path, device: torch.device = CPU) -> tuple[nn.Module, SavedModel]:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from localize import distributed
 from localize.atomic import atomic_file
 from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, to_input, to_target
+from localize.budget import plan_budget
 from localize.degrade import degrade_batch
 from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs_with_masks
@@ -64,6 +65,8 @@ class Progress:
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken so far
+    stopped: str | None = None  # why training ended before its planned budget: "patience" (None: it did not)
 
     def record(self, row: dict[str, float], model: torch.nn.Module, last_epoch: bool) -> None:
         self.history.append(row)
@@ -97,6 +100,9 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     fields = dataclasses.asdict(tp)
     for transient in ("source", "device", "threads", "procs", "distribute"):
         fields.pop(transient)
+    for off in ("patience", "max_steps"):  # unset, they leave the key (and so old checkpoints) as they were
+        if fields[off] is None:
+            fields.pop(off)
     if data_parallel > 1:
         fields["data_parallel"] = data_parallel
     blob = json.dumps(
@@ -261,6 +267,14 @@ def select_scores(model: torch.nn.Module, data: SplitData, mp: ModelParams, tp: 
     return score_on_valid(model, data, rt, tp.batch_size, ranks)
 
 
+def stop_early(progress: Progress, patience: int | None) -> bool:
+    """train.patience: `patience` epochs have passed since the best valid score. Never without a valid
+    score (NaN: no valid data), so a split with nothing to select on trains its whole budget."""
+    if patience is None or not progress.history or math.isnan(progress.history[-1]["valid_score"]):
+        return False
+    return progress.epoch - progress.best_epoch >= patience
+
+
 def epoch_line(split: str, row: dict[str, float]) -> str:
     values = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
     return f"[{split}] epoch {row['epoch']}: {values}"
@@ -292,13 +306,17 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     loss_fn = training_loss(mp.arch, tp.supervision, tp.loss)
     forward = {"grid": True} if mp.arch in PATCH_ARCHS else {}  # a patch model learns on its patch map
-    steps = tp.steps_per_epoch or math.ceil(len(fakes) / tp.batch_size)
+    budget = plan_budget(len(fakes), tp)
+    steps_per_epoch, total_steps = budget.steps_per_epoch, budget.steps
 
-    for epoch in range(progress.epoch + 1, tp.epochs + 1):
+    for epoch in range(progress.epoch + 1, budget.epochs + 1):
+        if stop_early(progress, tp.patience):
+            break
+        steps = budget.steps_in(epoch)
         torch.manual_seed(_epoch_seed(tp.seed, split, epoch) + group.rank)  # dropout: each rank its own draws
         model.train()
         total = 0.0
-        bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{tp.epochs}", leave=False, dynamic_ncols=True,
+        bar = tqdm(range(steps), desc=f"{split} epoch {epoch}/{budget.epochs}", leave=False, dynamic_ncols=True,
                    disable=not (verbose and group.main))
         for step, (x, y) in zip(bar, train_batches(fakes, reals, tp, split, epoch, steps, rt.device)):
             with autocast(rt.device, rt.precision):
@@ -313,7 +331,7 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
                 raise NonFiniteLoss(f"split {split!r}: loss is {value} at epoch {epoch}, step {step + 1}; "
                                     f"try a lower train.lr (now {tp.lr}) or train.precision=fp32")
             for param_group in optimizer.param_groups:
-                param_group["lr"] = learning_rate(tp, (epoch - 1) * steps + step, tp.epochs * steps)
+                param_group["lr"] = learning_rate(tp, (epoch - 1) * steps_per_epoch + step, total_steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -325,9 +343,15 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
                 torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
         row = {"epoch": epoch, "train_loss": total / steps, **select_scores(model, data, mp, tp, rt, group)}
-        progress.record(row, model, last_epoch=epoch == tp.epochs)
+        progress.steps += steps
+        progress.record(row, model, last_epoch=epoch == budget.epochs)
+        if stop_early(progress, tp.patience) and epoch < budget.epochs:
+            progress.stopped = "patience"
         if group.main:
             tqdm.write(epoch_line(split, row))
+            if progress.stopped and verbose:
+                tqdm.write(f"[{split}] stopped after epoch {epoch} of {budget.epochs}: no better valid score for "
+                           f"{tp.patience} epochs since epoch {progress.best_epoch} (train.patience)")
             if checkpoint is not None:
                 save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:

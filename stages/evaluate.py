@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir, atomic_file
+from localize.budget import summary_record
 from localize.config import ParamsError, load_section
 from localize.cross_root import markdown as cross_root_markdown
 from localize.cross_root import score_root
@@ -175,6 +176,9 @@ def headline(r: Results, detailed: dict) -> dict:
     out["baselines"] = {name: rounded(_mean_row(row)["mean"]) for name, row in r.trivial.items()}
     out["valid_thresholds"] = at_valid_thresholds(r)
     out["runtime"] = runtime_record(r.models)
+    budget = summary_record({split: m.budget for split, m in r.models.items()})
+    if budget:  # only a run whose models saw less than one pass over their training fakes has the key
+        out["budget"] = budget
     return out
 
 

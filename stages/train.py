@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from localize import distributed
 from localize.atomic import atomic_dir, atomic_file
+from localize.budget import Budget, plan_budget, under_one_pass
 from localize.config import ParamsError, load_section
 from localize.distributed import SINGLE, Ranks
 from localize.layout import FULLY_GENERATED, REAL
@@ -94,6 +95,12 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
     return splits
 
 
+def budgets(prepared: Prepared, splits: dict[str, list[str]], tp: TrainParams) -> dict[str, Budget]:
+    """Each split's planned budget, from the number of its training fakes (the manifest's counts)."""
+    return {split: plan_budget(sum(prepared.splits.get(g, {}).get("train", 0) for g in gens), tp)
+            for split, gens in splits.items()}
+
+
 def check_supervision(prepared: Prepared, mp: ModelParams, tp: TrainParams) -> None:
     """Refuse, before any split trains, a supervision the data or the source cannot give."""
     if tp.source == FULLY_GENERATED and tp.supervision != "weak":
@@ -156,10 +163,12 @@ class Trainer:
         )
         on_epoch = _epoch_logger(self.live, split) if self.live is not None else None
         weights, progress = fit(split, data, self.mp, tp, self.rt, self.group, checkpoint, on_epoch, self.verbose)
+        budget = plan_budget(sum(len(images) for images, _ in data.train), tp)
         return SavedModel(state_dict=weights, best_epoch=progress.best_epoch, valid_score=progress.best_score,
                           history=progress.history, split=split, train_generators=gens, size=prepared.size,
                           model=dataclasses.asdict(self.mp), precision=self.rt.precision,
-                          device=self.rt.device.type, threads=self.rt.threads)
+                          device=self.rt.device.type, threads=self.rt.threads,
+                          budget=budget.record(progress.steps, progress.stopped))
 
     def train_splits(self, mine: list[str], splits: dict[str, list[str]], keys: dict[str, str],
                      ) -> dict[str, SavedModel]:
@@ -212,6 +221,9 @@ def run(prepared_dir: Path, models_dir: Path, live_dir: Path, curves: Path, chec
             f", {ranks.world} processes (DDP)" if group.parallel else f", {ranks.world} processes, one split each")
         tqdm.write(f"training {', '.join(splits)} on {device.type} ({rt.precision}, {threads} threads{how}), "
                    f"{mp.arch} at {prepared.size}px")
+        warning = under_one_pass(budgets(prepared, splits, tp))
+        if warning:
+            tqdm.write(warning)
 
     data_id = data_fingerprint(prepared) + code_fingerprint()
     keys = {s: run_key(s, splits[s], mp, tp, data_id, rt.precision, group.world) for s in splits}

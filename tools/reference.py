@@ -46,6 +46,22 @@ def read_overrides(path: Path) -> list[str]:
     return overrides
 
 
+def with_sets(overrides: list[str], sets: list[str]) -> list[str]:
+    """`overrides` with each `key=value` of `sets` in place of the same key's line (or added at the end)."""
+    out = list(overrides)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--set {item!r} is not `key=value`")
+        keys = [o.partition("=")[0] for o in out]
+        line = f"{key.strip()}={value.strip()}"
+        if key.strip() in keys:
+            out[keys.index(key.strip())] = line
+        else:
+            out.append(line)
+    return out
+
+
 def collect(folder: Path, workspace: Path = Path("."), robustness: bool = False) -> None:
     """Copy the workspace's results into `folder`, beside its overrides (all or nothing); with
     `robustness`, the robustness stage's too (the run reproduced that stage)."""
@@ -91,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", nargs="+", default=["evaluate"],
                     help="the stages to reproduce (default evaluate: the table, not the robustness sweep; "
                          "`evaluate robustness` for both: robustness does not depend on evaluate)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="replace (or add) one of the recipe's overrides, e.g. --set data.root=/data/dolos/celebahq")
     ap.add_argument("--compare", nargs="*", type=Path, default=None, metavar="FOLDER",
                     help="print a Markdown table of these recipes' headlines beside the first folder's")
     args = ap.parse_args(argv)
@@ -98,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         print(compare([args.folder, *args.compare]), end="")
         return
     try:
-        overrides = read_overrides(args.folder / "overrides")
+        overrides = with_sets(read_overrides(args.folder / "overrides"), args.sets)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if not args.collect:
