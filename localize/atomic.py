@@ -136,3 +136,43 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_outputs(files: Iterable[str | Path] = (), dirs: Iterable[str | Path] = ()) -> Iterator[dict[Path, Path]]:
+    """Temporaries for all of a stage's outputs (final path -> temporary), moved into place together,
+    one rename after another, once the block succeeds. On any failure or Ctrl-C inside it, none is
+    moved: every previous output stays as it was."""
+    with contextlib.ExitStack() as stack:
+        tmps = {Path(f): stack.enter_context(atomic_file(f)) for f in files}
+        tmps.update({Path(d): stack.enter_context(atomic_dir(d)) for d in dirs})
+        yield tmps
+
+
+def temp_dir(kind: str) -> tempfile.TemporaryDirectory:
+    """A working folder in the system's temp dir, `<kind>-<pid>-…`: removed when its block ends (also on
+    SIGTERM, which localize.preflight turns into an exit), and by `remove_stale_temp_dirs` once its
+    process is gone (SIGKILL)."""
+    return tempfile.TemporaryDirectory(prefix=f"{kind}-{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(kinds: Iterable[str]) -> list[Path]:
+    """Remove the `temp_dir` folders of `kinds` whose process no longer runs; return them."""
+    removed = []
+    for kind in kinds:
+        for path in Path(tempfile.gettempdir()).glob(f"{kind}-*-*"):
+            pid = path.name[len(kind) + 1 :].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed

@@ -8,6 +8,7 @@ message that names the key and lists what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,28 @@ T = TypeVar("T")
 
 class ParamsError(ValueError):
     """A params.yaml section is missing, misspelt or holds a bad value."""
+
+
+def short(value: object, limit: int = 80) -> str:
+    """repr(value) cut to about `limit` characters, for error messages (a YAML alias bomb prints small)."""
+    cut = reprlib.Repr()
+    cut.maxstring = cut.maxother = cut.maxlong = limit
+    cut.maxlist = cut.maxtuple = cut.maxdict = 8
+    cut.maxlevel = 2
+    text = cut.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Bounds on the params that size memory or time, shared by the stages that read them.
+MAX_BOOTSTRAP = 10_000  # resamples: a draws x images index array per test set (8 bytes each)
+MAX_BATCH = 4096  # images per inference batch
+
+
+def check_range(name: str, value: int, low: int, high: int, extra: str = "") -> None:
+    """ValueError naming `name` and the allowed range unless low <= value <= high."""
+    if not low <= value <= high:
+        tail = f" {extra}" if extra else ""
+        raise ValueError(f"{name} = {short(value)}: must be between {low:,} and {high:,}{tail}")
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -69,13 +92,16 @@ def _check_type(value: Any, annotation: Any) -> bool:
 
 def parse_section(cls: type[T], values: dict[str, Any] | None, section: str) -> T:
     """Build dataclass `cls` from a params mapping, validating every key."""
+    if values is not None and not isinstance(values, dict):
+        raise ParamsError(f"params '{section}' = {short(values)}: expected a mapping of keys to values "
+                          f"(e.g. {section}:\n  key: value)")
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(map(str, set(values) - set(fields)))
     if unknown:
         raise ParamsError(
-            f"params '{section}': unknown key(s) {', '.join(unknown)}; "
+            f"params '{section}': unknown key(s) {short(', '.join(unknown))[1:-1]}; "
             f"allowed keys: {', '.join(sorted(fields))}"
         )
     kwargs = {}
@@ -87,12 +113,12 @@ def parse_section(cls: type[T], values: dict[str, Any] | None, section: str) -> 
         value = values[name]
         if not _check_type(value, hints[name]):
             raise ParamsError(
-                f"params '{section}.{name}' = {value!r}: expected {_type_name(hints[name])}"
+                f"params '{section}.{name}' = {short(value)}: expected {_type_name(hints[name])}"
             )
         allowed = field.metadata.get("choices")
         if allowed and value not in allowed:
             raise ParamsError(
-                f"params '{section}.{name}' = {value!r} is not allowed; "
+                f"params '{section}.{name}' = {short(value)} is not allowed; "
                 f"choose one of: {', '.join(allowed)}"
             )
         if isinstance(value, int) and not isinstance(value, bool) and hints[name] is float:

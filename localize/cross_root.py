@@ -12,9 +12,11 @@ other root lacks is listed under `missing`, not an error; one the other root add
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
+import pandas as pd
+
+from localize.atomic import temp_dir
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.index_csv import read_index
 from localize.indexing import IndexParams
@@ -26,20 +28,42 @@ from localize.preprocessing import run as preprocess_run
 from localize.saved_model import load_model
 
 
-def prepare_root(root: Path, size: int, tmp: Path) -> Prepared:
-    """The test splits of `root`, indexed (bad pairs skipped and listed) and prepared at `size`."""
-    index_run(root, tmp / "index.csv", tmp / "index-problems.csv", tmp / "data.json", IndexParams(on_error="skip"))
+def prepare_root(root: Path, size: int, tmp: Path) -> tuple[Prepared, list[dict[str, str]]]:
+    """The test splits of `root`, indexed (bad pairs skipped) and prepared at `size`, and the pairs
+    its index dropped (path and problem each), to be reported where they are kept.
+
+    Every error names `root`, never the temporary folder it is prepared in.
+    """
+    def named(e: Exception) -> ValueError:
+        return ValueError(f"evaluate.also: {root}: {str(e).replace(str(tmp), '(its test split)')}")
+
+    try:
+        index_run(root, tmp / "index.csv", tmp / "index-problems.csv", tmp / "data.json",
+                  IndexParams(on_error="skip"))
+    except (ValueError, OSError) as e:
+        raise named(e) from None
+    problems = pd.read_csv(tmp / "index-problems.csv", dtype=str, keep_default_na=False)
+    dropped = [{"path": row.path, "problem": row.problem} for row in problems.itertuples()
+               if row.severity == "error" and row.split in ("test", "")]
     index = read_index(tmp / "index.csv")
-    index[index["split"] == "test"].to_csv(tmp / "test.csv", index=False)
-    preprocess_run(tmp / "test.csv", tmp / "prepared", PreprocessParams(size=size))
-    return Prepared(tmp / "prepared")
+    test = index[index["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"evaluate.also: {root}: no test split (real/test or fake/<generator>/images/test) to "
+                         "score the models on")
+    test.to_csv(tmp / "test.csv", index=False)
+    try:
+        preprocess_run(tmp / "test.csv", tmp / "prepared", PreprocessParams(size=size))
+    except (ValueError, OSError) as e:
+        raise named(e) from None
+    return Prepared(tmp / "prepared"), dropped
 
 
 def score_root(root: Path, model_files: list[Path], home_generators: list[str], size: int, threshold: float,
                batch_size: int, detection: str, draws: int, seed: int, tta: str = "none") -> dict:
-    """{"generators", "missing", "models": {split: score_record}} for one other root."""
-    with tempfile.TemporaryDirectory(prefix="cross-root-") as tmp:
-        prepared = prepare_root(root, size, Path(tmp))
+    """{"generators", "missing", "dropped", "models": {split: score_record}} for one other root;
+    `dropped` lists the bad pairs its index left out, with the problem of each."""
+    with temp_dir("cross-root") as tmp:
+        prepared, dropped = prepare_root(root, size, Path(tmp))
         gens = test_generators(prepared)
         boot = Bootstrap(prepared, draws, seed)
         models = {}
@@ -48,7 +72,11 @@ def score_root(root: Path, model_files: list[Path], home_generators: list[str], 
             scores = score_model(with_tta(model, tta), prepared, threshold, batch_size, detection)
             models[saved.split] = score_record(scores, boot)
     print(f"evaluate: {root}: " + "  ".join(f"{s} {100 * r['iou']:.1f}" for s, r in models.items()), file=sys.stderr)
-    return {"generators": gens, "missing": [g for g in home_generators if g not in gens], "models": models}
+    if dropped:
+        print(f"evaluate: {root}: {len(dropped)} bad file(s) left out, listed under \"dropped\" in the cross-root "
+              "results (metrics/cross_root.json)", file=sys.stderr)
+    return {"generators": gens, "missing": [g for g in home_generators if g not in gens], "dropped": dropped,
+            "models": models}
 
 
 def markdown(results: dict) -> str:
@@ -65,5 +93,6 @@ def markdown(results: dict) -> str:
             lines.append(f"| {split} | " + " | ".join(cells) + f" | {percent(rec['iou'], rec['iou_ci'])} | "
                          f"{percent(rec['real_clean'], rec['real_clean_ci'])} |")
         missing = ", ".join(r["missing"]) or "none"
-        parts.append("\n".join(lines) + f"\n\nMissing from this root (not scored): {missing}.\n")
+        dropped = f" Bad files left out: {len(r['dropped'])} (listed in cross_root.json)." if r.get("dropped") else ""
+        parts.append("\n".join(lines) + f"\n\nMissing from this root (not scored): {missing}.{dropped}\n")
     return "\n".join(parts) + "\nIoU ×100 with 95% bootstrap intervals over test images.\n"

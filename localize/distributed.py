@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,7 +75,89 @@ def relaunch_under_torchrun(procs: int, module: str, argv: list[str]) -> int:
            "-m", module, *argv]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # each process sets its own share of the cores
-    return subprocess.run(cmd, env=env, preexec_fn=die_with_parent).returncode
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent, stderr=subprocess.PIPE)
+    quiet = QuietTorchrun(sys.stderr)
+    try:
+        while chunk := os.read(proc.stderr.fileno(), 1 << 16):
+            quiet.feed(chunk)
+    except BaseException:  # Ctrl-C reached torchrun too: let it stop its workers, as subprocess.run does
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    finally:
+        quiet.close()
+        proc.stderr.close()
+    return proc.wait()
+
+
+class QuietTorchrun:
+    """torchrun's stderr as it comes (the workers' too: bars, their errors), less torchrun's own noise:
+    its traceback and failure report when a worker dies (35 lines) become one line naming the rank
+    and how it ended, and its elastic log lines are dropped."""
+
+    _LOG = re.compile(rb"^[EWI]\d{4} [\d:.]+ \d+ \S*torch/distributed/elastic/")
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.pending = b""  # an unfinished line
+        self.block: list[bytes] = []  # a traceback being read
+        self.state = "normal"  # normal | traceback | report
+
+    def _write(self, data: bytes) -> None:
+        if hasattr(self.out, "buffer"):
+            self.out.buffer.write(data)
+        else:
+            self.out.write(data.decode(errors="replace"))
+        self.out.flush()
+
+    def feed(self, chunk: bytes) -> None:
+        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        for line in lines:
+            self._line(line + b"\n")
+        # A bar's update has no newline: pass it on now, unless it could begin a traceback.
+        if self.state == "normal" and self.pending and not b"Traceback (most recent call last):".startswith(
+                self.pending.lstrip(b"\r")[:34]):
+            self._write(self.pending)
+            self.pending = b""
+
+    def _line(self, line: bytes) -> None:
+        if self.state == "normal":
+            if line.startswith(b"Traceback (most recent call last):"):
+                self.state, self.block = "traceback", [line]
+            elif not self._LOG.match(line):
+                self._write(line)
+        elif self.state == "traceback":
+            self.block.append(line)
+            if not line[:1].isspace():  # the exception's own line ends the traceback
+                if b"ChildFailedError" in line:
+                    self.state, self.block = "report", []
+                else:
+                    self._write(b"".join(self.block))
+                    self.state, self.block = "normal", []
+        else:  # torchrun's failure report, between two rules of "="
+            self.block.append(line)
+            if line.startswith(b"=") and len(self.block) > 1:
+                self._write(self._summary(b"".join(self.block).decode(errors="replace")).encode())
+                self.state, self.block = "normal", []
+
+    @staticmethod
+    def _summary(report: str) -> str:
+        cause = report.split("Root Cause", 1)[-1]
+        rank = re.search(r"rank\s*:\s*(\d+)", cause)
+        code = re.search(r"exitcode\s*:\s*(-?\d+)", cause)
+        why = re.search(r"traceback\s*:\s*(.+)", cause)
+        how = f"exit code {code.group(1) if code else '?'}"
+        if why and "To enable traceback" not in why.group(1):
+            how += f": {why.group(1).strip()}"
+        return f"torchrun: rank {rank.group(1) if rank else '?'} failed ({how})\n"
+
+    def close(self) -> None:
+        if self.block and self.state == "traceback":
+            self._write(b"".join(self.block))
+        if self.pending:
+            self._write(self.pending)
 
 
 def local_device(device: torch.device, ranks: Ranks) -> torch.device:

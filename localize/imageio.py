@@ -19,17 +19,20 @@ own loader, a pixel is fake where channel 0 is not 255; inside the pipeline 1 = 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
+
+from localize.config import short
 
 # Files with other suffixes in a data folder are reported and ignored, never decoded.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -51,6 +54,13 @@ T = TypeVar("T")
 # The default pixel limit (width x height) of every reader: 64 Mpx, e.g. 8000 x 8000, more than
 # a 50-megapixel phone photo. A decoded 64 Mpx RGB image takes 192 MB; a mask 64 MB.
 MAX_PIXELS = 64_000_000
+# A file may be at most this many bytes per declared pixel, plus FILE_SLACK for metadata (ICC
+# profiles, EXIF thumbnails): an uncompressed 16-bit RGBA image takes 8, a float RGBA TIFF 16.
+# Anything more is data after the image, refused before it is read (index.max_file_bytes_per_pixel).
+MAX_FILE_BYTES_PER_PIXEL = 16
+MAX_BYTES_PER_PIXEL_LIMIT = 1024
+FILE_SLACK = 1 << 20
+_HEAD_BYTES = 1 << 16
 # Pillow refuses images above twice its own MAX_IMAGE_PIXELS (a decompression bomb) whatever
 # limit is asked for here, so a pixel limit cannot usefully be set higher than this.
 PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
@@ -108,13 +118,47 @@ def _describe(e: BaseException, data: bytes) -> str:
     return f"cannot be read as an image ({text})"
 
 
-def _read(path: str | Path) -> bytes:
-    """The file's bytes, read once: every check and decode below works from them."""
+def check_max_file_bytes_per_pixel(value: int, name: str) -> None:
+    """Raise ValueError unless `value` is a usable file-size limit; `name` is the param or option that set it."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BYTES_PER_PIXEL_LIMIT:
+        raise ValueError(f"{name} = {short(value)}: must be a whole number of bytes per pixel between 1 and "
+                         f"{MAX_BYTES_PER_PIXEL_LIMIT}")
+
+
+def file_byte_limit(width: int, height: int, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> int:
+    """The largest file that an image of this size may be: its pixels at the limit, plus room for metadata."""
+    return FILE_SLACK + width * height * max_file_bytes_per_pixel
+
+
+def _read(path: str | Path, max_pixels: int = MAX_PIXELS, expected: tuple[int, int] | None = None,
+          max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> bytes:
+    """The file's bytes, read once (every check and decode below works from them), after its header.
+
+    Bounded: the header is read first (`read_header`: the pixel limit and `expected`), then the
+    file's size is held against what those pixels could take (`file_byte_limit`), so that a small
+    image followed by gigabytes of anything is refused before a byte of the tail is read.
+    """
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(_HEAD_BYTES)
+            if head.startswith(_PNG_SIGNATURE) or len(head) == size:
+                width, height = read_header(path, head, max_pixels, expected)
+            else:  # Pillow opens the file lazily: it reads the header, wherever the format puts it
+                f.seek(0)
+                width, height = read_header(path, f, max_pixels, expected, head)
+            limit = file_byte_limit(width, height, max_file_bytes_per_pixel)
+            if size > limit:
+                per_pixel = max_file_bytes_per_pixel
+                raise ImageTooLargeError(path, f"file is {size:,} bytes, far more than its {width}x{height} pixels "
+                                           f"need (at most {limit:,}: max_file_bytes_per_pixel {per_pixel} plus "
+                                           "1 MiB of metadata); data appended after the image? refused unread")
+            f.seek(0)
             return f.read()
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "is a folder, not an image file") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot be read ({e.strerror or e})") from None
 
@@ -131,25 +175,27 @@ def _pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image], T]) 
         raise ImageReadError(path, _describe(e, data)) from None
 
 
-def read_header(path: str | Path, data: bytes, max_pixels: int,
-                expected: tuple[int, int] | None = None) -> tuple[int, int]:
+def read_header(path: str | Path, data: bytes | BinaryIO, max_pixels: int,
+                expected: tuple[int, int] | None = None, head: bytes | None = None) -> tuple[int, int]:
     """(width, height) from the header alone, refused above `max_pixels` or unlike `expected`.
 
     The one size check of every reader, made before any decoder allocates the pixels:
     Pillow's open is lazy, it reads the header and leaves the pixel data alone. A PNG's
     size is read from its IHDR chunk directly, so that it is known even above Pillow's
-    own limit (Pillow's open refuses those without saying the size).
+    own limit (Pillow's open refuses those without saying the size). `data` may be an open
+    file instead of bytes (`head`: its first bytes, for the messages).
     """
-    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+    is_bytes = isinstance(data, bytes)
+    if is_bytes and data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
         width, height = struct.unpack_from(">II", data, 16)
     else:
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data) if is_bytes else data) as img:
                 width, height = img.size
         except Image.DecompressionBombError as e:  # Pillow's own limit, checked when it opens the header
             raise ImageTooLargeError(path, f"image too large to decode safely ({e})") from None
         except _DECODE_ERRORS as e:
-            raise ImageReadError(path, _describe(e, data)) from None
+            raise ImageReadError(path, _describe(e, data if is_bytes else (head or b""))) from None
     if expected is not None and (width, height) != tuple(expected):
         raise ImageSizeError(path, (width, height), expected)
     if width * height > max_pixels:
@@ -223,15 +269,15 @@ def _check_png(path: str | Path, data: bytes) -> ImageInfo:
     return ImageInfo(width, height, mode, "PNG", transparency)
 
 
-def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+def check_image(path: str | Path, max_pixels: int = MAX_PIXELS,
+                max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> ImageInfo:
     """Cheap but real check: header, size, mode, and data integrity without a full decode.
 
     The header's size is checked against `max_pixels` first. PNGs get every chunk's CRC
     checked (see _check_png), which catches truncated and corrupted files at a fraction
     of a decode's cost. Other formats have no such check, so Pillow decodes them in full.
     """
-    data = _read(path)
-    read_header(path, data, max_pixels)
+    data = _read(path, max_pixels, None, max_file_bytes_per_pixel)
     if data.startswith(_PNG_SIGNATURE):
         info = _check_png(path, data)
     else:
@@ -294,15 +340,15 @@ def _strict_pillow(path: str | Path, data: bytes, convert: Callable[[Image.Image
 
 
 def load_rgb(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
-             expected: tuple[int, int] | None = None) -> np.ndarray:
+             expected: tuple[int, int] | None = None,
+             max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> np.ndarray:
     """Decode an image fully and return it as uint8 H x W x 3 RGB (possibly read-only), in its stored
     orientation.
 
     The header is checked first (`read_header`: `max_pixels`, and the `expected` (width, height)
     if given). `fast` lets plain 3-channel PNGs go through OpenCV; the pixels are the same as Pillow's.
     """
-    data = _read(path)
-    read_header(path, data, max_pixels, expected)
+    data = _read(path, max_pixels, expected, max_file_bytes_per_pixel)
     bgr = _cv2_png(data) if fast else None
     if bgr is not None and bgr.ndim == 3 and bgr.shape[2] == 3:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -316,13 +362,13 @@ _ORIENTATIONS = {2: "mirrored", 3: "turned 180°", 4: "flipped upside down",
                  7: "mirrored and turned 90° clockwise", 8: "turned 90° anticlockwise"}
 
 
-def load_upright_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str | None]:
+def load_upright_rgb(path: str | Path, max_pixels: int = MAX_PIXELS,
+                     max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> tuple[np.ndarray, str | None]:
     """Like `load_rgb`, but upright as viewers show it: the EXIF orientation (phone photos) is applied.
 
     Returns (uint8 H x W x 3 RGB, what the orientation did, e.g. "turned 90° clockwise", or None).
     """
-    data = _read(path)
-    read_header(path, data, max_pixels)
+    data = _read(path, max_pixels, None, max_file_bytes_per_pixel)
 
     def upright(img: Image.Image) -> tuple[np.ndarray, str | None]:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
@@ -348,14 +394,14 @@ def mask_channel0(img: Image.Image) -> np.ndarray:
 
 
 def load_mask_channel0(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
-                       expected: tuple[int, int] | None = None) -> np.ndarray:
+                       expected: tuple[int, int] | None = None,
+                       max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> np.ndarray:
     """Decode a mask file fully and return its channel 0 as uint8 H x W (possibly read-only).
 
     The header is checked first, as in `load_rgb`: OpenCV has no pixel limit of its own.
     `fast` lets 8-bit PNGs (Dolos ships RGB and L) go through OpenCV, with the same result.
     """
-    data = _read(path)
-    read_header(path, data, max_pixels, expected)
+    data = _read(path, max_pixels, expected, max_file_bytes_per_pixel)
     arr = _cv2_png(data) if fast else None
     if arr is not None and arr.ndim == 2:
         return arr
@@ -370,9 +416,10 @@ def fake_from_channel0(channel0: np.ndarray) -> np.ndarray:
 
 
 def load_fake_mask(path: str | Path, fast: bool = True, max_pixels: int = MAX_PIXELS,
-                   expected: tuple[int, int] | None = None) -> np.ndarray:
+                   expected: tuple[int, int] | None = None,
+                   max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> np.ndarray:
     """Decode a Dolos mask and return it binarized: bool H x W, True = fake."""
-    return fake_from_channel0(load_mask_channel0(path, fast, max_pixels, expected))
+    return fake_from_channel0(load_mask_channel0(path, fast, max_pixels, expected, max_file_bytes_per_pixel))
 
 
 def resize_image(arr: np.ndarray, height: int, width: int) -> np.ndarray:

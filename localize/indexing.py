@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from localize.atomic import atomic_file
 from localize.imageio import (
+    MAX_FILE_BYTES_PER_PIXEL,
     ImageReadError,
     ImageSizeError,
     ImageTooLargeError,
@@ -227,6 +228,19 @@ def _scan_fully_generated(fake: Path, problems: list[Problem]) -> list[Pair]:
     return _scan_unmasked(folder, FULLY_GENERATED, problems)
 
 
+# Names the tables and splits use themselves: a generator called so would collide with them.
+RESERVED = {"mean": "a column of every table", "baselines": "a row of metrics/scores.json",
+            "all": "the split that pools every generator", "table": "the train.source of the whole table",
+            "clean": "the unperturbed column of the robustness table"}
+
+
+def reserved(name: str) -> str | None:
+    """Why a generator may not have this name (it collides with a table column or split), or None."""
+    if name.startswith("no-"):
+        return "no-<generator> names the leave-one-out splits"
+    return RESERVED.get(name)
+
+
 def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
     """Generator name -> its folder. Folders that cannot be inpainting sets are noted and ignored."""
     candidates: dict[str, list[Path]] = defaultdict(list)
@@ -249,6 +263,10 @@ def _fake_folders(fake: Path, problems: list[Problem]) -> dict[str, Path]:
         elif generator_name(entry.name) == REAL:
             problems.append(Problem(NOTE, "ignored", entry.name, "", str(entry),
                                     f"a generator may not be called '{REAL}': ignored"))
+        elif reserved(generator_name(entry.name)):
+            problems.append(Problem(ERROR, "reserved-name", entry.name, "", str(entry),
+                                    f"a generator may not be called '{generator_name(entry.name)}': "
+                                    f"{reserved(generator_name(entry.name))}; rename the folder"))
         else:
             candidates[generator_name(entry.name)].append(entry)
     # Dolos' CelebA-HQ part may hold both repaint-p2-9k and the older repaint-p2: keep the
@@ -346,17 +364,17 @@ def _kind(e: ImageReadError) -> str:
     return "too-large" if isinstance(e, ImageTooLargeError) else "unreadable"
 
 
-def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
+def check_pair(task: tuple[str, str, int, int]) -> dict[str, Any]:
     """Check one image (and its mask, "" for real): size, mode, integrity, fake fraction, grey values.
 
     No file is decoded whose header declares more than `max_pixels` pixels, and no mask whose
     header size differs from its image's. Returns plain data (it travels back from a worker):
     width, height, fake_fraction, and problems as (severity, kind, path, text) tuples.
     """
-    image, mask, max_pixels = task
+    image, mask, max_pixels, max_file_bytes_per_pixel = task
     out: dict[str, Any] = {"width": 0, "height": 0, "fake_fraction": 0.0, "problems": []}
     try:
-        info = check_image(image, max_pixels)
+        info = check_image(image, max_pixels, max_file_bytes_per_pixel)
     except ImageReadError as e:
         out["problems"].append((ERROR, _kind(e), image, e.problem))
         info = None
@@ -371,7 +389,8 @@ def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
     try:
         # A full decode, with the same integrity checks, once the header has passed.
         channel0 = load_mask_channel0(mask, max_pixels=max_pixels,
-                                      expected=None if info is None else (info.width, info.height))
+                                      expected=None if info is None else (info.width, info.height),
+                                      max_file_bytes_per_pixel=max_file_bytes_per_pixel)
     except ImageSizeError as e:
         (w, h), (iw, ih) = e.size, e.expected
         out["problems"].append((ERROR, "size-mismatch", mask, f"mask is {w}x{h} but its image is {iw}x{ih}"))
@@ -392,9 +411,10 @@ def check_pair(task: tuple[str, str, int]) -> dict[str, Any]:
     return out
 
 
-def _check_all(pairs: list[Pair], workers: int, max_pixels: int) -> Iterator[dict[str, Any]]:
+def _check_all(pairs: list[Pair], workers: int, max_pixels: int,
+               max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> Iterator[dict[str, Any]]:
     """check_pair over every pair, in order, on `workers` processes (results are small)."""
-    tasks = [(p.image, p.mask, max_pixels) for p in pairs]
+    tasks = [(p.image, p.mask, max_pixels, max_file_bytes_per_pixel) for p in pairs]
     results = ordered_map(check_pair, tasks, workers, max_chunk=64)
     yield from tqdm(results, total=len(tasks), desc="index", unit="img", file=sys.stderr, mininterval=0.5)
 
@@ -445,7 +465,7 @@ def run(root: str | Path, out: str | Path, problems_path: str | Path, metrics: s
         raise
 
     rows = []
-    results = _check_all(pairs, cfg.workers or available_cores(), cfg.pixel_limit)
+    results = _check_all(pairs, cfg.workers or available_cores(), cfg.pixel_limit, cfg.max_file_bytes_per_pixel)
     for pair, result in zip(pairs, results, strict=True):
         problems += [Problem(sev, kind, pair.generator, pair.split, path, text, pair.id)
                      for sev, kind, path, text in result["problems"]]

@@ -10,10 +10,11 @@ through this module alone: no library module imports a stage.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from localize.config import choice
-from localize.imageio import MAX_PIXELS, check_max_pixels
+from localize.config import MAX_BATCH, MAX_BOOTSTRAP, check_range, choice, short
+from localize.imageio import MAX_FILE_BYTES_PER_PIXEL, MAX_PIXELS, check_max_file_bytes_per_pixel, check_max_pixels
 from localize.index_csv import unstorable
 from localize.layout import SPLITS
 from localize.metrics import check_threshold
@@ -47,23 +48,37 @@ MODEL_SETS = ("single", "all")  # the named choices of robustness.models; a list
 KINDS = {
     "jpeg": "quality, a whole number in 1..100",
     "downscale": "scale factor in (0, 1]: shrink by it, then back to the original size",
-    "blur": "Gaussian sigma in pixels, >= 0",
-    "noise": "Gaussian sigma on 0-255, >= 0",
+    "blur": "Gaussian sigma in pixels, in [0, 64] (its kernel, and so its time, grows with it)",
+    "noise": "Gaussian sigma on 0-255, in [0, 255]",
 }
+MAX_BLUR, MAX_NOISE = 64, 255
+MAX_STRENGTHS = 20  # per kind: each is a copy of every test set, scored by every model
+MAX_IMAGES = 1_000_000  # robustness.max_images, per test set
+MAX_OVERLAYS = 1000
 
 
 def check(kind: str, strength: float) -> None:
     """ValueError naming the allowed kinds or the allowed range of the strength."""
     if kind not in KINDS:
-        raise ValueError(f"unknown perturbation {kind!r}; choose one of: {', '.join(KINDS)}")
-    ok = {
+        raise ValueError(f"unknown perturbation {short(kind)}; choose one of: {', '.join(KINDS)}")
+    ok = math.isfinite(strength) and {
         "jpeg": float(strength).is_integer() and 1 <= strength <= 100,
         "downscale": 0 < strength <= 1,
-        "blur": strength >= 0,
-        "noise": strength >= 0,
+        "blur": 0 <= strength <= MAX_BLUR,
+        "noise": 0 <= strength <= MAX_NOISE,
     }[kind]
     if not ok:
-        raise ValueError(f"{kind} {strength!r}: must be the {KINDS[kind]}")
+        raise ValueError(f"{kind} {short(strength)}: must be the {KINDS[kind]}")
+
+
+def label(kind: str, strength: float) -> str:
+    """A perturbation's name in the robustness outputs: `clean`, or `<kind>-<strength>`."""
+    return CLEAN if kind == CLEAN else f"{kind}-{strength:g}"
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
 
 
 @dataclass(frozen=True)
@@ -131,12 +146,15 @@ class IndexParams:
     workers: int = 0  # processes for the checks; 0 = every core this process may use
     # Largest width x height read; bigger files are refused before any decode. null: MAX_PIXELS.
     max_pixels: int | None = None
+    # Largest file per declared pixel (plus 1 MiB of metadata); more is data after the image, refused unread.
+    max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL
 
     def validate(self) -> None:
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
         if self.max_pixels is not None:
             check_max_pixels(self.max_pixels, "max_pixels")
+        check_max_file_bytes_per_pixel(self.max_file_bytes_per_pixel, "max_file_bytes_per_pixel")
 
     @property
     def pixel_limit(self) -> int:
@@ -197,7 +215,9 @@ class TrainParams:
     degrade: float = 0.0
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
-    precision: str = choice("auto", "fp32", "bf16", "fp16", default="auto")
+    # fp32 by default: the committed table on every CPU; auto (bf16 on CPUs with native bf16) is faster
+    # there and gives other numbers (docs/reliability.md).
+    precision: str = choice("auto", "fp32", "bf16", "fp16", default="fp32")
     threads: int | None = None  # null: every core this process may use, shared among local processes
     # Training processes on this machine, started with torchrun when > 1 (gloo on CPU, nccl on CUDA).
     procs: int = 1
@@ -230,6 +250,23 @@ class TrainParams:
                              "mask-supervised); with supervision weak use synthetic 0")
         if not 0 <= self.degrade <= 1:
             raise ValueError(f"degrade must be in [0, 1], got {self.degrade}")
+        _check_seed(self.seed)
+        shares = {name: round(self.batch_size * getattr(self, name)) for name in ("synthetic", "real")}
+        for name, n in shares.items():
+            if getattr(self, name) and not n:
+                raise ValueError(f"{name} = {getattr(self, name)} of batch_size {self.batch_size} rounds to no "
+                                 f"image per batch; raise batch_size or set {name} 0")
+        if self.supervision == "full" and self.batch_size - sum(shares.values()) < 1:
+            raise ValueError(f"batch_size {self.batch_size} with synthetic {self.synthetic} and real {self.real} "
+                             f"({shares['synthetic']} + {shares['real']} images) leaves no place for the "
+                             "generators' fakes; raise batch_size")
+        if self.device in ("cuda", "mps"):
+            import torch  # only for an accelerator asked for by name: checking params imports no torch else
+
+            found = torch.cuda.is_available() if self.device == "cuda" else torch.backends.mps.is_available()
+            if not found:
+                raise ValueError(f"device = {self.device}, but this machine has no {self.device.upper()} device "
+                                 "torch can use; use auto or cpu")
 
 
 @dataclass(frozen=True)
@@ -251,11 +288,10 @@ class EvaluateParams:
         check_threshold(self.threshold)
         if any(not root.strip() for root in self.also):
             raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.overlay_images < 0:
-            raise ValueError(f"overlay_images must be >= 0, got {self.overlay_images}")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        check_range("overlay_images", self.overlay_images, 0, MAX_OVERLAYS)
+        _check_seed(self.seed)
 
 
 def default_sweep() -> dict[str, list[float]]:
@@ -284,17 +320,25 @@ class RobustnessParams:
             raise ValueError(f"sweep is empty; give strengths for any of: {', '.join(KINDS)}")
         for kind, strengths in self.sweep.items():
             if not strengths:
-                raise ValueError(f"sweep.{kind} lists no strength")
+                raise ValueError(f"sweep.{short(kind)} lists no strength")
+            if len(strengths) > MAX_STRENGTHS:
+                raise ValueError(f"sweep.{kind} lists {len(strengths)} strengths; at most {MAX_STRENGTHS}")
             for s in strengths:
                 check(kind, s)
+            labels = [label(kind, float(s)) for s in strengths]
+            twice = sorted({lab for lab in labels if labels.count(lab) > 1})
+            if twice:
+                raise ValueError(f"sweep.{kind} lists {', '.join(twice)} more than once: give each strength once")
         if isinstance(self.models, str) and self.models not in MODEL_SETS:
-            raise ValueError(f"models = {self.models!r}; choose one of: {', '.join(MODEL_SETS)}, "
+            raise ValueError(f"models = {short(self.models)}; choose one of: {', '.join(MODEL_SETS)}, "
                              "or a list of trained splits")
-        for name in ("batch_size", "bootstrap"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_images is not None and self.max_images < 1:
-            raise ValueError(f"max_images must be >= 1 or null, got {self.max_images}")
+        if isinstance(self.models, list) and not self.models:
+            raise ValueError("models = []: list at least one trained split, or use single or all")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("bootstrap", self.bootstrap, 1, MAX_BOOTSTRAP)
+        if self.max_images is not None:
+            check_range("max_images", self.max_images, 1, MAX_IMAGES, "or null (all)")
+        _check_seed(self.seed)
         if self.workers < 0:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 

@@ -20,11 +20,13 @@ writes (a temporary whose writer is alive is locked, and never touched).
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from localize import params
-from localize.atomic import remove_stale
+from localize.atomic import remove_stale, remove_stale_temp_dirs
 from localize.config import parse_section, read_params
 
 # params.yaml section -> the dataclass that validates it.
@@ -48,7 +50,20 @@ def check_params(path: str | Path = "params.yaml") -> None:
             parse_section(cls, values[section], section)
 
 
+# The working folders (localize.atomic.temp_dir) that stages make in the system's temp dir.
+TEMP_KINDS = ("robustness", "cross-root")
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    # An exit, not the default death: `with` blocks end, so temporaries are removed and no output moves in.
+    raise SystemExit(128 + signum)
+
+
 def check_and_clear(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
-    """A stage's first step: every params section checked, stale temporaries next to `paths` removed."""
+    """A stage's first step: every params section checked, stale temporaries next to `paths` and in the
+    system's temp dir removed, and SIGTERM made an orderly exit."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     check_params(params)
     remove_stale(Path(p).parent for p in paths)
+    remove_stale_temp_dirs(TEMP_KINDS)

@@ -12,6 +12,10 @@ def _worker_start(initializer: Callable[[], None] | None) -> None:
     # Ctrl-C reaches every process of the terminal's group: the parent handles it and stops
     # the pool, so workers ignore it rather than each printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool stops its workers with SIGTERM when it closes: they must die at once. A stage's own
+    # handler (an orderly exit, localize.preflight), inherited through fork, would have a worker
+    # unwind while a sibling holds the task queue's lock, and the pool would wait for it forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if initializer is not None:
         initializer()
 

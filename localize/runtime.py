@@ -50,6 +50,23 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# The CPU features whose presence changes library code paths (NumPy, OpenCV and torch dispatch on
+# them), so a result that differs between machines can be traced to them (docs/reliability.md).
+_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+def cpu_features() -> str:
+    """The machine and which of `_FEATURES` its CPU has, e.g. "x86_64: avx avx2 fma", for the runtime record."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return f"{platform.machine()}: " + (" ".join(x for x in _FEATURES if x in flags) or "unknown")
+
+
 def pick_precision(requested: str, device: torch.device) -> str:
     """`auto`: bf16 on CUDA and on CPUs with native bf16, else fp32."""
     if requested != "auto":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +45,10 @@ class SavedModel:
     budget: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return canonical({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def save(self, path: str | Path) -> None:
-        torch.save(self.to_dict(), path)
+        save_file(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device = CPU) -> SavedModel:
@@ -64,6 +66,39 @@ class SavedModel:
         model = build_model(ModelParams(**self.model))
         model.load_state_dict(self.state_dict)
         return model.to(device).to(memory_format=torch.channels_last).eval()
+
+
+def save_file(obj: Any, path: str | Path) -> None:
+    """torch.save, with an error that names the file and says why (a full disk gives torch's
+    "enforce fail ... unexpected pos", which names neither)."""
+    try:
+        torch.save(obj, path)
+    except (RuntimeError, OSError) as e:
+        try:
+            free = f"; {shutil.disk_usage(Path(path).parent).free:,} bytes free there"
+        except OSError:
+            free = ""
+        raise OSError(f"{path}: cannot be written, is the disk full? ({_first_line(e)}{free})") from None
+
+
+def canonical(value: Any) -> Any:
+    """`value` rebuilt from plain dicts and lists, with every string interned.
+
+    Pickle writes a string once and refers back to it only where the *same object* recurs, so
+    equal records could be saved as different bytes: a history read back from a checkpoint
+    holds its own copies of "valid_score", a fresh one the interned literal. Interned, equal
+    strings are one object, and the saved bytes depend on the values alone (resume gives the
+    uninterrupted run's md5, which is what DVC compares).
+    """
+    if isinstance(value, str):
+        return sys.intern(str(value))
+    if isinstance(value, dict):
+        return {canonical(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(canonical(v) for v in value)
+    return value
 
 
 class _NotAModel(Exception):

@@ -40,6 +40,7 @@ from localize.metrics import binarize, iou_per_image
 from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.params import TrainParams
 from localize.runtime import Runtime, autocast
+from localize.saved_model import _first_line, save_file
 from localize.supervision import check_weak_data, training_loss, weak_batches, weak_score_on_valid
 from localize.synthetic import self_blend
 
@@ -216,8 +217,35 @@ def new_model(mp: ModelParams, tp: TrainParams, split: str, device: torch.device
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress):
     with atomic_file(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
-                   tmp)
+        save_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
+                  tmp)
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a bad resume file out of the way (kept for a look, never read again): `<name>.corrupt`."""
+    aside = path.with_name(path.name + ".corrupt")
+    path.replace(aside)
+    return aside
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict | None:
+    """A checkpoint's dict, read as safely as a model (`weights_only`: tensors and plain values, no
+    code runs). A file that cannot be read as one is named, set aside and reported: its split then
+    trains from the start, instead of failing on every rerun. None when there is none."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(saved, dict) or not {"model", "optimizer", "progress"} <= set(saved):
+            raise ValueError("not the train stage's checkpoint dict")
+        if set(saved["progress"]) != {f.name for f in dataclasses.fields(Progress)}:
+            raise ValueError("its progress record has other fields")
+        return saved
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # truncated, empty, foreign, or a pickle that would run code
+        aside = set_aside(path)
+        tqdm.write(f"{path}: not a readable checkpoint ({_first_line(e)}); set aside as {aside.name}, "
+                   "this split trains from epoch 1")
+        return None
 
 
 def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -225,7 +253,7 @@ def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.
     """Rank 0 reads the checkpoint, if any, and every rank resumes from its state."""
     saved = None
     if group.main and path is not None and path.exists():
-        saved = torch.load(path, map_location="cpu" if group.parallel else device, weights_only=False)
+        saved = read_checkpoint(path, "cpu" if group.parallel else device)
     saved = distributed.broadcast(saved, group)
     if saved is None:
         return None
@@ -236,7 +264,7 @@ def load_checkpoint(path: Path | None, model: torch.nn.Module, optimizer: torch.
 
 def checkpoint_epoch(path: Path) -> int:
     """The last finished epoch a checkpoint holds."""
-    return torch.load(path, map_location="cpu", weights_only=False)["progress"]["epoch"]
+    return torch.load(path, map_location="cpu", weights_only=True)["progress"]["epoch"]
 
 
 def check_data(split: str, fakes: ArrayPool, reals: ArrayPool, tp: TrainParams) -> None:

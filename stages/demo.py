@@ -22,16 +22,29 @@ the params seed plus stable string keys (generator, photo id, k), never from the
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# NumPy picks its SIMD code paths from the CPU when it is imported (AVX2/FMA, AVX-512), and float32
+# sums and products inside PatchMatch then round differently: 15 of the 569 patchmatch images
+# changed with them switched off on one machine, and another CPU built another demo. Its baseline
+# paths (x86-64-v2) run the same instructions on every x86-64 CPU, so every such machine builds the
+# same files (docs/reliability.md). Set before numpy is first imported (cv2 imports it), so it holds
+# for `python -m stages.demo` and its worker processes; a process that imports this module (a test)
+# keeps its own paths, and so do the processes it starts.
+if __name__ == "__main__" and platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("NPY_DISABLE_CPU_FEATURES", "X86_V3 X86_V4 AVX512_ICL AVX512_SPR")
 
 import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from localize import manifest
 from localize.atomic import atomic_dir, atomic_file
 from localize.config import ParamsError, load_section
 from localize.demo import faces, generators, masks
@@ -305,14 +318,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (Dolos layout)")
     parser.add_argument("--sheet", type=Path, required=True, help="contact sheet PNG to write")
+    parser.add_argument("--manifest", type=Path, help="per-file checksums of --out to write (localize/manifest.py)")
     # A CLI option, not a param: the output does not depend on it, so changing it must not rerun the stage.
     parser.add_argument("--jobs", type=int, default=available_cores(),
                         help="worker processes, default: every core this process may use")
     args = parser.parse_args(argv)
     try:
-        check_and_clear("params.yaml", [args.out, args.sheet])
+        check_and_clear("params.yaml", [args.out, args.sheet, *([args.manifest] if args.manifest else [])])
         cfg = load_section(DemoParams, "demo")
         summary = run(args.out, args.sheet, cfg, jobs=max(1, args.jobs))
+        if args.manifest is not None:
+            with atomic_file(args.manifest) as tmp:
+                manifest.write(args.out, tmp)
     except (ParamsError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     print(report(summary, cfg), file=sys.stderr)

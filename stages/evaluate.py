@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from localize.atomic import atomic_dir, atomic_file
+from localize.atomic import atomic_dir, atomic_file, atomic_outputs
 from localize.budget import summary_record
 from localize.config import ParamsError, load_section
 from localize.cross_root import markdown as cross_root_markdown
@@ -58,7 +58,7 @@ from localize.params import EvaluateParams
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
-from localize.runtime import setup_threads
+from localize.runtime import cpu_features, setup_threads
 from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
 
@@ -206,7 +206,7 @@ def runtime_record(models: dict[str, SavedModel]) -> dict[str, str | int]:
     seen = {(m.device, m.precision, m.threads) for m in models.values()}
     device, precision, threads = seen.pop() if len(seen) == 1 else ("mixed", "mixed", 0)
     return {"train_device": device, "train_precision": precision, "train_threads": threads,
-            "evaluate_device": "cpu", "evaluate_precision": "fp32"}
+            "evaluate_device": "cpu", "evaluate_precision": "fp32", "evaluate_cpu": cpu_features()}
 
 
 def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
@@ -313,32 +313,47 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams) -> tuple
         trivial=trivial_ious(prepared), boot=Bootstrap(prepared, ep.bootstrap, ep.seed))
 
 
+def check_roots(ep: EvaluateParams) -> None:
+    """Every root of `evaluate.also` must be a Dolos-layout folder: checked before any work."""
+    for root in ep.also:
+        path = Path(root)
+        if not path.is_dir():
+            raise FileNotFoundError(f"evaluate.also: {root}: no such folder")
+        if not (path / "fake").is_dir():
+            raise ValueError(f"evaluate.also: {root}: not a Dolos-layout root (no fake/ folder in it)")
+
+
 def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: EvaluateParams) -> dict:
+    """Score every model, at home and on every other root, then write every output at once.
+
+    All or nothing: nothing is written until every score is known, and then every output goes
+    to a temporary beside it, moved in together at the end (localize.atomic.atomic_outputs); a
+    failure or Ctrl-C before that leaves every previous output as it was.
+    """
+    check_roots(ep)
     prepared, r = score_all(prepared_dir, models_dir, ep)
     table = iou_table(r)
-    write_json(out["iou"], {s: {g: rounded(v) for g, v in row.items()} for s, row in table.items()})
     detailed = detailed_scores(r)
     summary = headline(r, detailed)
-    write_json(out["scores"], detailed)
-    write_json(out["summary"], summary)
-    with atomic_file(out["table"]) as tmp:
-        tmp.write_text(markdown_table(r, detailed, summary))
-    out["heatmap"].parent.mkdir(parents=True, exist_ok=True)
-    heatmap(table, [*r.generators, "mean"], out["heatmap"], f"IoU x100, test split, {prepared.size}px")
-    write_overlays(r, prepared, out["overlays"], ep.threshold)
-    write_cross_root(models_dir, r.generators, prepared.size, ep, out)
+    cross = cross_root_results(models_dir, r.generators, prepared.size, ep)
+    files = [out[k] for k in ("iou", "scores", "summary", "table", "heatmap", "cross_root", "cross_root_table")]
+    with atomic_outputs(files, [out["overlays"]]) as tmp:
+        write_json(tmp[out["iou"]], {s: {g: rounded(v) for g, v in row.items()} for s, row in table.items()})
+        write_json(tmp[out["scores"]], detailed)
+        write_json(tmp[out["summary"]], summary)
+        tmp[out["table"]].write_text(markdown_table(r, detailed, summary))
+        heatmap(table, [*r.generators, "mean"], tmp[out["heatmap"]], f"IoU x100, test split, {prepared.size}px")
+        write_overlays(r, prepared, tmp[out["overlays"]], ep.threshold)
+        write_json(tmp[out["cross_root"]], cross)
+        tmp[out["cross_root_table"]].write_text(cross_root_markdown(cross))
     return table
 
 
-def write_cross_root(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams,
-                     out: dict[str, Path]) -> None:
-    """metrics/cross_root.json and .md: every model on every root of `evaluate.also`, keyed by root."""
+def cross_root_results(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams) -> dict:
+    """Every model on every root of `evaluate.also`, keyed by root (metrics/cross_root.json, .md)."""
     files = ordered_model_files(models_dir)
-    results = {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
-                                ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
-    write_json(out["cross_root"], results)
-    with atomic_file(out["cross_root_table"]) as tmp:
-        tmp.write_text(cross_root_markdown(results))
+    return {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
+                             ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
 
 
 def main(argv: list[str] | None = None) -> None:

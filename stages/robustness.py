@@ -26,21 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from localize.atomic import atomic_dir, atomic_file
+from localize.atomic import atomic_dir, atomic_file, atomic_outputs, temp_dir
 from localize.config import ParamsError, load_section
 from localize.degrade import apply
 from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
 from localize.imageio import load_rgb, resize_image
 from localize.index_csv import read_index
 from localize.layout import REAL
-from localize.params import CLEAN, RobustnessParams
+from localize.params import CLEAN, RobustnessParams, label
 from localize.plots import robustness_curves
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
@@ -48,11 +47,6 @@ from localize.preprocessing import create_npy, init_worker, write_at
 from localize.process_pool import ordered_map
 from localize.runtime import available_cores, setup_threads
 from localize.saved_model import load_model
-
-
-def label(kind: str, strength: float) -> str:
-    return CLEAN if kind == CLEAN else f"{kind}-{strength:g}"
-
 
 # ---- perturbed copies of the test sets: one decode per source image, in worker processes ----
 
@@ -194,20 +188,26 @@ def run(index_path: Path, prepared_dir: Path, models_dir: Path, out: dict[str, P
     began = time.monotonic()
     prepared = Prepared(prepared_dir)
     model_files = chosen_models(models_dir, prepared, rp.models)
+    for path in model_files:  # every model checked before the sweep's work, not after it
+        _, saved = load_model(path)
+        if saved.size != prepared.size:
+            raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
     # The system's temp dir, never data/prepared: the perturbed copies are gone when this returns.
-    with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
+    with temp_dir("robustness") as tmp:
         sets = build_perturbed(index_path, prepared, rp, Path(tmp))
         decoded = time.monotonic() - began
         setup_threads(None)  # after the worker processes: inference then takes every core
         detail = score_sweep(sets, model_files, rp)
+        images = {n: c["test"] for n, c in sets[CLEAN].splits.items()}
     seconds = time.monotonic() - began
-    write_json(out["detail"], {"seconds": {"total": round(seconds, 1), "decode_and_perturb": round(decoded, 1)},
-                               "images": {n: c["test"] for n, c in sets[CLEAN].splits.items()},
-                               "models": detail})
-    write_json(out["headline"], headline(detail))
-    with atomic_file(out["table"]) as tmp_table:
-        tmp_table.write_text(markdown(detail))
-    write_plots(detail, rp, out["plots"])
+    # All or nothing: every output to a temporary beside it, moved in together once all are written.
+    with atomic_outputs([out["detail"], out["headline"], out["table"]], [out["plots"]]) as tmp:
+        write_json(tmp[out["detail"]], {"seconds": {"total": round(seconds, 1),
+                                                    "decode_and_perturb": round(decoded, 1)},
+                                        "images": images, "models": detail})
+        write_json(tmp[out["headline"]], headline(detail))
+        tmp[out["table"]].write_text(markdown(detail))
+        write_plots(detail, rp, tmp[out["plots"]])
     print(f"robustness: {len(model_files)} model(s) x {len(sets)} versions in {seconds:.0f} s "
           f"(decode and perturb {decoded:.0f} s)", file=sys.stderr)
     return detail

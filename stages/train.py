@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -34,16 +35,17 @@ from localize.budget import Budget, plan_budget, under_one_pass
 from localize.config import ParamsError, load_section
 from localize.distributed import SINGLE, Ranks
 from localize.layout import FULLY_GENERATED, REAL
-from localize.models import ModelParams
+from localize.models import PATCH_ARCHS, ModelParams, build_model
 from localize.models.patches import grid_size
 from localize.plots import training_curves
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.resume import code_fingerprint, parse_resume_path, resume_path
 from localize.runtime import Runtime, pick_device, pick_precision, setup_threads
-from localize.saved_model import SavedModel
+from localize.saved_model import SavedModel, _first_line
 from localize.splits import TABLE, resolve_source
 from localize.training import NonFiniteLoss, SplitData, TrainParams, batch_slice, checkpoint_epoch, fit, run_key
+from localize.training import set_aside as set_aside_file
 
 
 def data_fingerprint(prepared: Prepared) -> str:
@@ -87,12 +89,29 @@ def plan(prepared: Prepared, mp: ModelParams, tp: TrainParams, world: int) -> di
         raise ValueError(f"model.arch unet-seed needs preprocess.size divisible by 4, got {prepared.size}")
     if mp.arch == "unet-hp" and prepared.size < 16:
         raise ValueError(f"model.arch unet-hp pools four times and needs preprocess.size >= 16, got {prepared.size}")
+    check_runs_at_size(mp, prepared.size)
     if tp.distribute == "data":
         batch_slice(tp.batch_size, Ranks(world=world))  # fit's check, made before any process starts
     if world > 1 and tp.distribute == "splits" and len(splits) < world:
         raise ValueError(f"train.distribute=splits gives each of {world} processes whole splits, but "
                          f"train.source={tp.source} has {len(splits)}; use train.distribute=data")
     return splits
+
+
+def check_runs_at_size(mp: ModelParams, size: int) -> None:
+    """One blank image through the network at `size`: an architecture that cannot run there is refused
+    naming model.arch and preprocess.size, before any split trains (not with torch's shape error)."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = build_model(mp).eval()(torch.zeros(1, 3, size, size))
+    except RuntimeError as e:
+        raise ValueError(f"model.arch {mp.arch} cannot run at preprocess.size {size} "
+                         f"({_first_line(e)}); use a larger preprocess.size") from None
+    if out.shape[-2:] != (size, size) and mp.arch not in PATCH_ARCHS:
+        raise ValueError(f"model.arch {mp.arch} at preprocess.size {size} gives maps of {tuple(out.shape[-2:])} "
+                         "pixels; use a preprocess.size it can pool (e.g. a multiple of 16)")
 
 
 def budgets(prepared: Prepared, splits: dict[str, list[str]], tp: TrainParams) -> dict[str, Budget]:
@@ -178,9 +197,16 @@ class Trainer:
         for split in mine:
             checkpoint = resume_path(self.checkpoints, split, keys[split])
             done = resume_path(self.checkpoints, split, keys[split], done=True)
-            if distributed.broadcast(done.exists() if main else None, self.group):
+            finished = None
+            if main and done.exists():
+                try:
+                    finished = SavedModel.load(done)
+                except ValueError as e:  # truncated or foreign: retrain the split, never fail on every rerun
+                    aside = set_aside_file(done)
+                    tqdm.write(f"{e}; set aside as {aside.name}, {split} trains again")
+            if distributed.broadcast(finished is not None if main else None, self.group):
                 if main:
-                    results[split] = SavedModel.load(done)
+                    results[split] = finished
                     tqdm.write(f"[{split}] already trained before the interruption; reusing {done}")
                     if self.live is not None:
                         _log_history(self.live, split, results[split].history)
@@ -264,6 +290,10 @@ def main(argv: list[str] | None = None) -> None:
     ranks = distributed.from_env()
     if ranks.parallel:
         distributed.die_with_parent(signal.SIGKILL)  # never outlive torchrun
+    elif os.getppid() != 1:
+        # Nor a killed dvc: a run left behind would rewrite models/ after the next repro has finished.
+        # SIGTERM is an orderly exit (localize.preflight): the last checkpoint stays, temporaries go.
+        distributed.die_with_parent(signal.SIGTERM)
     try:
         check_and_clear(args.params, [args.prepared, args.models, args.live, args.curves, args.checkpoints])
         tp = load_section(TrainParams, "train", args.params)
@@ -278,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
                                    f"(exit status {status}); its error is above")
             return
         run(args.prepared, args.models, args.live, args.curves, args.checkpoints, mp, tp, ranks)
-    except (ParamsError, ValueError, FileNotFoundError, NonFiniteLoss, RuntimeError) as e:
+    except (ParamsError, ValueError, OSError, NonFiniteLoss, RuntimeError) as e:
         where = "" if ranks.main else f" (rank {ranks.rank})"
         raise SystemExit(f"error{where}: {e}") from None
     except KeyboardInterrupt:

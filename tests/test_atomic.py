@@ -100,3 +100,28 @@ def test_every_stage_start_clears_stale_temporaries_next_to_its_files(tmp_path, 
     (tmp_path / "data" / "keep.tmp-not-ours").write_text("x")
     check_and_clear("params.yaml", ["data/prepared", "models"])
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["keep.tmp-not-ours"]
+
+
+def test_sigterm_removes_a_stages_temp_dir_and_the_next_start_removes_a_killed_ones(tmp_path):
+    import tempfile
+
+    from localize.atomic import remove_stale_temp_dirs
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "params.yaml").write_text("{}\n")
+    script = ("import os, signal, sys\n"
+              "from localize.preflight import check_and_clear\nfrom localize.atomic import temp_dir\n"
+              "check_and_clear('params.yaml')\n"
+              "with temp_dir('robustness') as tmp:\n"
+              "    print(tmp, flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIG{sig})\n"
+              "    signal.pause()\n")
+    made = {}
+    for sig in ("TERM", "KILL"):
+        proc = subprocess.run([sys.executable, "-c", script.format(sig=sig)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+        made[sig] = Path(proc.stdout.strip())
+        assert proc.returncode == (143 if sig == "TERM" else -signal.SIGKILL), proc.stderr
+    assert not made["TERM"].exists(), "SIGTERM ends the block: its folder is removed"
+    assert made["KILL"].exists() and made["KILL"].parent == Path(tempfile.gettempdir())
+    assert made["KILL"] in remove_stale_temp_dirs(["robustness"]) and not made["KILL"].exists()

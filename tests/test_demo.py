@@ -383,3 +383,28 @@ def test_main_turns_errors_into_exit(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: .*jpeg_quality"):
         demo.main(["--out", "data/demo", "--sheet", "sheet.png"])
     assert not (tmp_path / "data").exists()
+
+
+def test_the_manifest_lists_the_files_a_build_changed_and_gives_dvcs_folder_hash(tmp_path):
+    from dvc_data.hashfile.tree import Tree
+
+    from localize import manifest
+
+    root = tmp_path / "demo"
+    (root / "real" / "test").mkdir(parents=True)
+    for i in range(3):
+        (root / "real" / "test" / f"{i:05d}.png").write_bytes(bytes([i]) * (10 + i))
+    listing = tmp_path / "demo.manifest.tsv"
+    manifest.write(root, listing)
+    assert manifest.differences(root, listing) == []
+    tree = Tree.from_list([{"md5": md5, "relpath": rel} for rel, (md5, _) in manifest.read(listing).items()])
+    assert manifest.dvc_md5(manifest.read(listing)) == hashlib.md5(tree.as_bytes()).hexdigest() + ".dir"
+
+    (root / "real" / "test" / "00001.png").write_bytes(b"\x01" * 12)
+    (root / "real" / "test" / "00002.png").unlink()
+    (root / "real" / "test" / "extra.png").write_bytes(b"x")
+    assert manifest.differences(root, listing) == ["missing\treal/test/00002.png", "extra\treal/test/extra.png",
+                                                   "differs\treal/test/00001.png\t11 -> 12 bytes"]
+    with pytest.raises(SystemExit) as stop:
+        manifest.main([str(root), str(listing)])
+    assert stop.value.code == 1

@@ -6,6 +6,7 @@ processes itself with torchrun when `train.procs` > 1.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,10 @@ def train_cli(prepared: Path, out: Path, **train_params) -> str:
     log, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, log[-3000:]
     return log
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def load(out: Path, split: str) -> SavedModel:
@@ -113,6 +118,8 @@ def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path):
     resumed = load(tmp_path / "cut", "alpha")
     assert resumed.history == whole.history
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
+    # Byte for byte: DVC hashes the file, so equal weights in different bytes would rerun evaluate.
+    assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
 
 
 @pytest.mark.parametrize(
@@ -166,3 +173,81 @@ def test_a_nan_loss_on_one_rank_stops_every_rank(prepared, tmp_path):
     assert [rank for rank, _ in got] == [0, 1]
     assert all("split 'alpha': loss is nan at epoch 1, step 1" in message for _, message in got)
     assert not (tmp_path / "models").exists()
+
+
+def test_a_one_process_train_dies_with_the_dvc_that_started_it(prepared, tmp_path):
+    """`procs: 1` under a parent that is killed (dvc, kill -9): the training process stops too."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "params.yaml").write_text(yaml.safe_dump({"model": MODEL, "train": {**TINY, "source": "alpha",
+                                                                                 "epochs": 500}}))
+    cmd = [sys.executable, "-m", "stages.train", "--prepared", str(prepared), "--models", str(out / "models"),
+           "--live", str(out / "dvclive"), "--curves", str(out / "curves.png"), "--checkpoints", str(out / "ckpt"),
+           "--params", str(out / "params.yaml")]
+    parent = ("import subprocess, sys\n"
+              f"p = subprocess.Popen({cmd!r}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+              "print(p.pid, flush=True)\np.wait()\n")
+    dvc = subprocess.Popen([sys.executable, "-c", parent], cwd=out, stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    child = int(dvc.stdout.readline())
+    deadline = time.monotonic() + 120
+    while not list((out / "ckpt").glob("alpha-*.pt")):
+        assert time.monotonic() < deadline, "no checkpoint"
+        time.sleep(0.05)
+    dvc.kill()
+    dvc.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state not in ("Z", "X")
+
+    deadline = time.monotonic() + 20
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped = not running(child)
+    if not stopped:
+        os.kill(child, signal.SIGKILL)
+    assert stopped, "the training process outlived its parent"
+    assert not (out / "models").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        out += [int(c) for c in children]
+        todo += [int(c) for c in children]
+    return out
+
+
+def test_a_rank_that_dies_is_reported_in_one_line(prepared, tmp_path):
+    """A worker killed mid-run (the OOM killer, say): torchrun's own traceback is not shown, one line is."""
+    proc = start_train(prepared, tmp_path / "run", source="alpha", epochs=500, procs=2)
+    deadline = time.monotonic() + 240
+    rank1 = None
+    while rank1 is None:
+        assert proc.poll() is None and time.monotonic() < deadline
+        for pid in _descendants(proc.pid):
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if b"LOCAL_RANK=1" in env and b"stages.train" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                rank1 = pid
+        time.sleep(0.05)
+    while not list((tmp_path / "run" / "ckpt").glob("alpha-*.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(rank1, signal.SIGKILL)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in log and "ChildFailedError" not in log, log[-3000:]
+    assert "rank 1 failed (exit code -9: Signal 9 (SIGKILL)" in log, log[-3000:]
+    assert log.strip().splitlines()[-1].startswith("error: train.procs=2: a training process failed")

@@ -579,3 +579,54 @@ def test_data_root_param_is_checked():
     for bad in ("", 'a"b', "$HOME/x", "a\nb"):
         with pytest.raises(ParamsError, match="root"):
             parse_section(DataParams, {"root": bad}, "data")
+
+
+def add_sparse_tail(path: Path, tail: int = 2 << 30) -> Path:
+    """Grow a file by `tail` bytes of zeros after its end (IEND for a PNG), sparse: no disk is used."""
+    os.truncate(path, path.stat().st_size + tail)
+    return path
+
+
+def test_a_png_with_a_2gb_tail_is_refused_unread(tmp_path):
+    """A valid 24x24 PNG followed by 2 GB: refused from its header and its size, never read (peak RSS)."""
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2, "test": 1}, p2=False)
+    bad = add_sparse_tail(root / "fake/lama/images/train/00002.png")
+    (tmp_path / "params.yaml").write_text("index:\n  on_error: skip\n  workers: 1\n")
+    status, _, err, peak = run_measured([PYTHON, "-m", "stages.index", "--root", str(root), "--out", "index.csv",
+                                         "--problems", "problems.csv", "--metrics", "data.json"], tmp_path)
+    assert status == 0, err
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    report = pd.read_csv(tmp_path / "problems.csv", dtype=str, keep_default_na=False).set_index("path")
+    assert report.loc[str(bad), "kind"] == "too-large"
+    assert "far more than its 24x24 pixels need" in report.loc[str(bad), "problem"]
+    assert "max_file_bytes_per_pixel 16" in report.loc[str(bad), "problem"]
+
+
+def test_trailing_bytes_within_the_limit_are_read_and_the_limit_is_a_param(tree):
+    from localize.imageio import FILE_SLACK, load_rgb
+
+    # fast=False: Pillow decodes. OpenCV's colour conversion would start its thread pool in this
+    # process, and worker processes forked from it later (other tests) hang in cv2.setNumThreads.
+    image = tree / "fake/lama/images/train/00001.png"
+    before = load_rgb(image, fast=False)
+    add_sparse_tail(image, FILE_SLACK)  # metadata-sized: still far inside 16 bytes per pixel + 1 MiB
+    assert np.array_equal(load_rgb(image, fast=False), before)
+    with pytest.raises(ImageTooLargeError, match="far more than its 24x24 pixels need"):
+        load_rgb(image, fast=False, max_file_bytes_per_pixel=1)
+    for bad in (0, -1, 10**6, 1.5, True, "16"):
+        with pytest.raises(ParamsError, match="max_file_bytes_per_pixel"):
+            parse_section(IndexParams, {"max_file_bytes_per_pixel": bad}, "index")
+
+
+def test_generator_folders_named_like_table_columns_or_splits_are_refused(tmp_path):
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama", "mean", "no-lama", "baselines"), counts={"train": 1, "test": 1}, p2=False)
+    with pytest.raises(IndexDataError, match="reserved-name"):
+        run_index(root, tmp_path)
+    report = problems(tmp_path).set_index("path")
+    for name in ("mean", "no-lama", "baselines"):
+        assert report.loc[str(root / "fake" / name), "kind"] == "reserved-name"
+        assert f"a generator may not be called '{name}'" in report.loc[str(root / "fake" / name), "problem"]
+    index = run_index(root, tmp_path, on_error="skip")
+    assert sorted(set(index["generator"])) == ["lama", REAL]

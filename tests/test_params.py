@@ -44,6 +44,13 @@ def test_recipe_is_params_yaml_with_overrides():
         ({"loss": "focal"}, "choose one of: dice, dice-bce"),
         ({"device": "tpu"}, "choose one of: auto, cpu, cuda, mps"),
         ({"lr": -1.0}, "lr must be > 0"),
+        ({"seed": -1}, "seed must be >= 0, got -1"),
+        ({"batch_size": 2, "synthetic": 0.4, "real": 0.4}, "batch_size 2 with synthetic 0.4 and real 0.4 .*leaves no "
+                                                           "place for the generators' fakes"),
+        ({"batch_size": 4, "real": 0.1}, "real = 0.1 of batch_size 4 rounds to no image per batch"),
+        ({"batch_size": 4, "synthetic": 0.1}, "synthetic = 0.1 of batch_size 4 rounds to no image"),
+        ("fast", r"params 'train' = 'fast': expected a mapping"),
+        ([1, 2], r"params 'train' = \[1, 2\]: expected a mapping"),
     ],
 )
 def test_bad_values_are_rejected(values, message):
@@ -100,6 +107,59 @@ def test_a_bad_later_param_stops_every_stage_before_any_work(stage, tmp_path, mo
         importlib.import_module(f"stages.{stage}").main(args)
     assert str(info.value) == "error: params 'evaluate': threshold must be in (0, 1), got 2.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing started
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """YAML whose anchors nest `width` references `levels` deep: small to read, 9**9 items once printed."""
+    lines = ["bomb:", "  l0: &l0 [" + ", ".join(["1"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nrobustness:\n  sweep:\n    blur: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("stage, params", [
+    ("robustness", None),  # the alias bomb
+    ("evaluate", "evaluate:\n  bootstrap: 1000000000\n"),
+    ("robustness", "robustness:\n  bootstrap: 1000000000\n"),
+    ("robustness", "robustness:\n  sweep:\n    blur: [100000.0]\n"),
+])
+def test_a_param_past_its_bound_is_refused_at_once_in_a_short_line(stage, params, tmp_path):
+    """A value past its bound (or a YAML alias bomb) costs neither memory nor time, and its message stays short."""
+    import time
+
+    from conftest import PYTHON, run_measured
+
+    (tmp_path / "params.yaml").write_text(params or _alias_bomb())
+    args = [PYTHON, "-m", f"stages.{stage}", "--prepared", "p", "--models", "m"]
+    if stage == "evaluate":
+        args += ["--iou", "a", "--scores", "b", "--summary", "c", "--table", "d", "--heatmap", "e", "--overlays", "f",
+                 "--cross-root", "g", "--cross-root-table", "h"]
+    else:
+        args += ["--index", "i", "--headline", "a", "--detail", "b", "--table", "c", "--plots", "d"]
+    began = time.monotonic()
+    status, _, err, peak = run_measured(args, tmp_path, timeout=60)
+    assert time.monotonic() - began < 30
+    assert status == 1 and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert len(line) < 400, line[:500]
+    assert "bootstrap" in line or "blur" in line
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+
+
+def test_an_accelerator_the_machine_lacks_is_refused_at_once(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParamsError, match="device = cuda, but this machine has no CUDA device"):
+        parse_section(TrainParams, {"device": "cuda"}, "train")
+
+
+def test_evaluate_and_robustness_seeds_are_checked():
+    from localize.params import EvaluateParams, RobustnessParams
+
+    for cls, section in ((EvaluateParams, "evaluate"), (RobustnessParams, "robustness")):
+        with pytest.raises(ParamsError, match=f"params '{section}': seed must be >= 0, got -1"):
+            parse_section(cls, {"seed": -1}, section)
 
 
 def test_named_choices_match_the_code_behind_them():

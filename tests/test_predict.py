@@ -94,6 +94,36 @@ def test_a_huge_image_is_refused_from_its_header_and_the_next_one_is_predicted(m
         predict.main(["--model", str(model_path), "--out", str(tmp_path / "o2"), "--max-pixels", "100", str(good)])
 
 
+def test_an_image_with_a_2gb_tail_is_refused_unread(model_path, tmp_path):
+    from test_index import add_sparse_tail
+
+    bad = add_sparse_tail(write(tmp_path / "tail.png", "RGB", (32, 24)))
+    good = write(tmp_path / "good.png", "RGB", (32, 24))
+    status, out, err, peak = run_measured([PYTHON, "-m", "tools.predict", "--model", str(model_path), "--out",
+                                           str(tmp_path / "out"), str(bad), str(good)], tmp_path)
+    assert status == 1 and "Traceback" not in err
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"error: {bad}: file is ") and "far more than its 32x24 pixels need" in line
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    assert (tmp_path / "out" / "good.prob.png").exists() and not (tmp_path / "out" / "tail.prob.png").exists()
+
+
+def test_two_images_of_one_name_never_share_a_result(model_path, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write(tmp_path / "a" / "face.png", "RGB", (32, 24))
+    second = write(tmp_path / "b" / "face.png", "RGB", (20, 20))
+    third = write(tmp_path / "face.jpg", "RGB", (16, 16))
+    errors = predict.run(model_path, tmp_path / "out", [first, second, third, first])
+    assert len(errors) == 2, errors
+    assert all("not predicted, its maps would overwrite those of" in e and str(first) in e for e in errors)
+    assert str(second) in errors[0] and str(third) in errors[1]
+    assert Image.open(tmp_path / "out" / "face.prob.png").size == (32, 24), "the first image's maps"
+    with pytest.raises(SystemExit) as stop:
+        predict.main(["--model", str(model_path), "--out", str(tmp_path / "o2"), str(first), str(second)])
+    assert stop.value.code == 1
+
+
 class RunsCode:
     def __reduce__(self):
         return os.system, (f"touch {MARKER}",)

@@ -308,3 +308,22 @@ def test_a_file_grown_since_indexing_is_refused_from_its_header(tmp_path):
     png_declaring(root / "fake/lama/masks/train/00002.png", 30000, 30000, colour=0)
     with pytest.raises(ImageReadError, match=r"00002.png: mask is 30000x30000 but its image is 24x24"):
         preprocess.run(csv, tmp_path / "out", PreprocessParams(workers=1))
+
+
+def test_a_file_with_a_2gb_tail_since_indexing_is_refused_unread(tmp_path):
+    """A valid image that has grown a 2 GB tail since indexing: named in one line, never read (peak RSS)."""
+    from conftest import PYTHON, run_measured
+    from test_index import add_sparse_tail
+
+    root = tmp_path / "celebahq"
+    make_tree(root, folders=("lama",), counts={"train": 2}, real=False, p2=False)
+    csv = tmp_path / "index.csv"
+    index_stage.run(root, csv, tmp_path / "p.csv", tmp_path / "d.json", IndexParams(workers=1))
+    bad = add_sparse_tail(root / "fake/lama/images/train/00002.png")
+    (tmp_path / "params.yaml").write_text("preprocess:\n  size: 16\n  workers: 1\n")
+    status, _, err, peak = run_measured([PYTHON, "-m", "stages.preprocess", "--index", str(csv), "--out",
+                                         str(tmp_path / "out")], tmp_path)
+    assert status == 1 and "Traceback" not in err
+    assert f"{bad}: file is " in err and "far more than its 24x24 pixels need" in err
+    assert peak < 500, f"peak RSS {peak:.0f} MB"
+    assert not (tmp_path / "out").exists()

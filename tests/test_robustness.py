@@ -159,8 +159,20 @@ def test_perturbed_images_are_never_written_into_prepared(home, tmp_path, monkey
     ({"sweep": {"jpeg": [0]}}, "1..100"),
     ({"sweep": {"jpeg": [101]}}, "1..100"),
     ({"sweep": {"jpeg": [75.5]}}, "whole number"),
-    ({"sweep": {"blur": [-1]}}, ">= 0"),
-    ({"sweep": {"noise": [-0.1]}}, ">= 0"),
+    ({"sweep": {"blur": [-1]}}, "in [0, 64]"),
+    ({"sweep": {"noise": [-0.1]}}, "in [0, 255]"),
+    ({"sweep": {"blur": [float("inf")]}}, "blur inf: must be the Gaussian sigma in pixels, in [0, 64]"),
+    ({"sweep": {"blur": [1e5]}}, "in [0, 64]"),
+    ({"sweep": {"noise": [float("inf")]}}, "in [0, 255]"),
+    ({"sweep": {"noise": [float("nan")]}}, "in [0, 255]"),
+    ({"sweep": {"jpeg": [50, 50]}}, "jpeg-50 more than once"),
+    ({"sweep": {"blur": [1, 1.0]}}, "blur-1 more than once"),
+    ({"sweep": {"noise": list(range(21))}}, "at most 20"),
+    ({"bootstrap": 10**9}, "bootstrap = 1000000000: must be between 1 and 10,000"),
+    ({"bootstrap": 0}, "between 1 and 10,000"),
+    ({"max_images": 10**12}, "between 1 and 1,000,000 or null"),
+    ({"batch_size": 10**9}, "batch_size = 1000000000: must be between 1 and 4,096"),
+    ({"models": []}, "models = []: list at least one trained split"),
     ({"sweep": {"downscale": [0]}}, "(0, 1]"),
     ({"sweep": {"downscale": [1.5]}}, "(0, 1]"),
     ({"sweep": {"jpeg": []}}, "no strength"),
@@ -265,3 +277,64 @@ def test_train_degrade_applies_to_plain_real_faces_too(prepared, monkeypatch):
     tp = TrainParams(batch_size=8, real=0.25, degrade=1.0, augment="none")
     batches = list(training.epoch_batches(fakes, reals, tp, "alpha", 0, 1, torch.device("cpu")))
     assert sizes == [6, 2] and batches[0][1][6:].sum() == 0  # the fakes, then the plain real faces (empty masks)
+
+
+# ---- all or nothing ----
+
+
+def _evaluate_paths(folder: Path) -> dict[str, Path]:
+    paths = {k: folder / f"{k}.json" for k in ("iou", "scores", "summary", "cross_root")}
+    paths.update(table=folder / "t.md", heatmap=folder / "h.png", overlays=folder / "o",
+                 cross_root_table=folder / "cross_root.md")
+    return paths
+
+
+def test_a_failed_or_interrupted_evaluate_leaves_every_previous_output_as_it_was(home, tmp_path, monkeypatch):
+    _, _, prepared, out = home
+    paths = _evaluate_paths(tmp_path / "metrics")
+    ep = evaluate.EvaluateParams(overlay_images=1, bootstrap=20)
+    evaluate.run(prepared, out / "models", paths, ep)
+    before = tree_digest(tmp_path / "metrics")
+    with pytest.raises(FileNotFoundError, match="evaluate.also: /no/such/root: no such folder"):
+        evaluate.run(prepared, out / "models", paths,
+                     evaluate.EvaluateParams(overlay_images=1, bootstrap=20, also=["/no/such/root"]))
+    assert tree_digest(tmp_path / "metrics") == before
+    for fault in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+        def failing(*args, fault=fault, **kwargs):
+            raise fault
+        monkeypatch.setattr(evaluate, "cross_root_markdown", failing)  # the last output written
+        with pytest.raises(type(fault)):
+            evaluate.run(prepared, out / "models", paths, ep)
+        assert tree_digest(tmp_path / "metrics") == before
+        assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_a_failed_or_interrupted_robustness_leaves_every_previous_output_as_it_was(home, tmp_path, monkeypatch):
+    run_sweep(home, tmp_path)
+    before = tree_digest(tmp_path)
+    monkeypatch.setattr(robustness, "markdown", lambda detail: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(home, tmp_path)
+    assert tree_digest(tmp_path) == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_another_root_lists_its_dropped_pairs_and_its_errors_name_it(home, tmp_path):
+    _, _, prepared, out = home
+    other, _, _ = build(tmp_path, folders=("lama",), name="other")
+    broken = other / "fake/lama/images/test/00009.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    paths = _evaluate_paths(tmp_path / "m")
+    evaluate.run(prepared, out / "models", paths,
+                 evaluate.EvaluateParams(overlay_images=0, bootstrap=20, also=[str(other)]))
+    result = json.loads(paths["cross_root"].read_text())[str(other)]
+    assert [d["path"] for d in result["dropped"]] == [str(broken)]
+    assert "truncated" in result["dropped"][0]["problem"]
+    assert "Bad files left out: 1" in paths["cross_root_table"].read_text()
+
+    no_test = tmp_path / "no-test"
+    make_tree(no_test, folders=("lama",), counts={"train": 2}, p2=False)
+    with pytest.raises(ValueError, match=f"evaluate.also: {no_test}: no test split") as e:
+        evaluate.run(prepared, out / "models", _evaluate_paths(tmp_path / "m2"),
+                     evaluate.EvaluateParams(overlay_images=0, bootstrap=20, also=[str(no_test)]))
+    assert "cross-root-" not in str(e.value)

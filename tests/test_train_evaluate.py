@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -16,8 +18,11 @@ import torch
 from conftest import recipe
 
 from localize import losses, training
+from localize.config import parse_section
+from localize.models import ModelParams
 from localize.resume import parse_resume_path, resume_files
-from localize.training import NonFiniteLoss
+from localize.runtime import cpu_features
+from localize.training import NonFiniteLoss, TrainParams
 from stages import evaluate, train
 
 # params.yaml's recipe with tiny sizes and steps. In 12 steps at width 4 the shipped unet-hp with
@@ -26,6 +31,10 @@ from stages import evaluate, train
 TINY = {"epochs": 3, "steps_per_epoch": 4, "batch_size": 8, "lr": 0.01, "precision": "fp32", "threads": 1,
         "loss": "dice", "real": 0.0, "schedule": "constant"}
 TINY_MODEL = {"arch": "unet-seed", "width": 4, "dropout": 0.1}
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def run_train(prepared: Path, out: Path, **overrides):
@@ -64,7 +73,9 @@ def test_table_trains_every_single_and_leave_one_out_split(prepared, tmp_path):
     assert in_domain["iou"] > in_domain["prior"]
     assert in_domain["low"] <= in_domain["iou"] <= in_domain["high"]
     assert summary["runtime"] == {"train_device": "cpu", "train_precision": "fp32", "train_threads": 1,
-                                  "evaluate_device": "cpu", "evaluate_precision": "fp32"}
+                                  "evaluate_device": "cpu", "evaluate_precision": "fp32",
+                                  "evaluate_cpu": cpu_features()}
+    assert summary["runtime"]["evaluate_cpu"].split(": ")[1], "the CPU's features, for a table that differs"
     assert 0 <= summary["real_faces"]["clean"] <= 1
     tuned = summary["valid_thresholds"]  # each model at thresholds chosen on its valid set, reported apart
     assert set(tuned) == {"iou", "selection"}
@@ -117,6 +128,61 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
     assert resumed.history == whole.history
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
+    # Byte for byte: DVC hashes the file, so equal weights in different bytes would rerun evaluate.
+    assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
+
+
+def checkpointed_run(prepared: Path, out: Path, monkeypatch) -> Path:
+    """An `alpha` run stopped at the start of epoch 3: its epoch-2 checkpoint, returned, is on disk."""
+    real_flip = training.apply_flips
+    calls = {"n": 0}
+
+    def dying_flip(*args):
+        calls["n"] += 1
+        if calls["n"] > 2 * TINY["steps_per_epoch"]:
+            raise KeyboardInterrupt
+        return real_flip(*args)
+
+    monkeypatch.setattr("localize.training.apply_flips", dying_flip)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(prepared, out, source="alpha")
+    monkeypatch.setattr("localize.training.apply_flips", real_flip)
+    [checkpoint] = (out / "ckpt").glob("alpha-*.pt")
+    return checkpoint
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_set_aside(prepared, tmp_path, monkeypatch, capsys):
+    checkpoint = checkpointed_run(prepared, tmp_path, monkeypatch)
+    marker = tmp_path / "pwned"
+    with checkpoint.open("wb") as f:
+        pickle.dump({"model": _RunsCode(marker), "optimizer": {}, "progress": {}}, f)
+    capsys.readouterr()
+    result = run_train(prepared, tmp_path, source="alpha")["alpha"]
+    assert not marker.exists(), "loading a checkpoint ran code"
+    out = capsys.readouterr().out
+    assert f"{checkpoint}: not a readable checkpoint" in out and "trains from epoch 1" in out
+    assert checkpoint.with_name(checkpoint.name + ".corrupt").exists()
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_a_truncated_checkpoint_is_named_set_aside_and_retrained(prepared, tmp_path, monkeypatch, capsys):
+    whole = run_train(prepared, tmp_path / "whole", source="alpha")
+    checkpoint = checkpointed_run(prepared, tmp_path / "cut", monkeypatch)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    resumed = run_train(prepared, tmp_path / "cut", source="alpha")
+    assert f"{checkpoint}: not a readable checkpoint" in capsys.readouterr().out
+    assert resumed["alpha"].history == whole["alpha"].history
+    assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
+    run_train(prepared, tmp_path / "cut", source="alpha")  # and the next rerun too
 
 
 def test_nan_loss_stops_with_a_clear_error(prepared, tmp_path, monkeypatch):
@@ -147,6 +213,17 @@ def test_seed_unet_rejects_a_size_it_cannot_pool(tmp_path):
     prepared = make_prepared(tmp_path / "prepared", size=18)
     with pytest.raises(ValueError, match="divisible by 4, got 18"):
         run_train(prepared, tmp_path, source="alpha")
+
+
+def test_an_arch_that_cannot_run_at_the_size_is_refused_naming_both(tmp_path):
+    from conftest import make_prepared
+
+    prepared = make_prepared(tmp_path / "prepared", size=7)
+    tp = parse_section(TrainParams, {**TINY, "source": "alpha"}, "train")
+    with pytest.raises(ValueError, match="model.arch unet-res-srm cannot run at preprocess.size 7"):
+        train.run(prepared, tmp_path / "models", tmp_path / "live", tmp_path / "c.png", tmp_path / "ck",
+                  ModelParams(arch="unet-res-srm", width=4), tp)
+    assert not (tmp_path / "models").exists()
 
 
 def interrupted_table_run(prepared: Path, out: Path, monkeypatch) -> None:
@@ -185,6 +262,17 @@ def test_a_changed_image_invalidates_a_finished_split(prepared, tmp_path, monkey
     out = capsys.readouterr().out
     assert "already trained" not in out and "resuming" not in out
     assert "[alpha] epoch 3:" in out
+
+
+def test_a_truncated_finished_split_is_set_aside_and_trained_again(prepared, tmp_path, monkeypatch, capsys):
+    interrupted_table_run(prepared, tmp_path, monkeypatch)
+    [done] = (tmp_path / "ckpt").glob("*.done.pt")
+    done.write_bytes(done.read_bytes()[:500])
+    capsys.readouterr()
+    run_train(prepared, tmp_path, source="table")
+    out = capsys.readouterr().out
+    assert f"{done}: not a model saved by the train stage" in out and "alpha trains again" in out
+    assert (tmp_path / "models" / "alpha.pt").exists()
 
 
 def test_a_code_change_invalidates_a_finished_split(prepared, tmp_path, monkeypatch, capsys):
@@ -301,3 +389,10 @@ def test_ctrl_c_prints_one_line_saying_where_a_rerun_resumes(prepared, tmp_path)
     epoch = training.checkpoint_epoch(next((tmp_path / "ckpt").glob("alpha-*.pt")))
     assert last == f"interrupted; rerun to resume alpha from epoch {epoch + 1}"
     assert not (tmp_path / "models").exists()
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path):
+    from localize.saved_model import save_file
+
+    with pytest.raises(OSError, match=r"^/dev/full: cannot be written, is the disk full\?"):
+        save_file({"weights": torch.zeros(100_000)}, "/dev/full")

@@ -5,11 +5,12 @@
 
 For each IMAGE it writes DIR/<stem>.prob.png, the fake probability as a grey map at the
 input's own size (255 = surely fake), and DIR/<stem>.overlay.png, the input with the
-pixels above the threshold tinted red. With --scores CSV it also writes one row per input:
-its path, its image-level detection score (evaluate's: the max, or with --detection-score mean
-the mean, of the probability map at the model's size, as evaluate scores its test images for the
-detection AUC), and the verdict at --threshold, `fake` when the score is above it (with `max`:
-when any pixel is flagged), else `real`; an image that failed has an empty score and `error`.
+pixels above the threshold tinted red. With --scores CSV it also writes one row per input
+(a path given twice: one row): its path, its image-level detection score (evaluate's: the max,
+or with --detection-score mean the mean, of the probability map at the model's size, as
+evaluate scores its test images for the detection AUC), and the verdict at --threshold, `fake`
+when the score is above it (with `max`: when any pixel is flagged), else `real`; an image that
+failed has an empty score and `error`.
 Any size and mode (RGB, RGBA, L, palette, 16-bit)
 is accepted: the image is converted to RGB and resized to the model's training size,
 and the map is resized back. Photos are read upright: an EXIF orientation (phone
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +36,15 @@ from PIL import Image
 
 from localize.atomic import atomic_file
 from localize.evaluation import image_scores
-from localize.imageio import MAX_PIXELS, ImageReadError, check_max_pixels, load_upright_rgb, resize_image
+from localize.imageio import (
+    MAX_FILE_BYTES_PER_PIXEL,
+    MAX_PIXELS,
+    ImageReadError,
+    check_max_file_bytes_per_pixel,
+    check_max_pixels,
+    load_upright_rgb,
+    resize_image,
+)
 from localize.inference import predict_probs
 from localize.metrics import check_threshold as check_probability
 from localize.plots import overlay
@@ -72,10 +82,11 @@ DETECTION_SCORES = ("max", "mean")  # as evaluate.detection_score
 
 
 def predict_image(model, size: int, path: Path, max_pixels: int = MAX_PIXELS,
-                  detection: str = "max") -> tuple[np.ndarray, np.ndarray, str | None, float]:
+                  max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL, detection: str = "max",
+                  ) -> tuple[np.ndarray, np.ndarray, str | None, float]:
     """(upright RGB image, fake probability in [0, 1]) at the image's own size, the EXIF turn applied,
     and the image's detection score: `detection` of the map at the model's size, as evaluate's."""
-    rgb, turn = load_upright_rgb(path, max_pixels)
+    rgb, turn = load_upright_rgb(path, max_pixels, max_file_bytes_per_pixel)
     h, w = rgb.shape[:2]
     small = resize_image(rgb, size, size)
     prob = predict_probs(model, small[None])[0]
@@ -104,15 +115,30 @@ def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, thresho
             Image.fromarray(arr).save(tmp, format="PNG")
 
 
+def clashes(images: list[Path]) -> dict[Path, Path]:
+    """Images whose maps would take the name of an earlier image's (`a/face.png`, `b/face.png`,
+    `face.jpg`: one `face.prob.png`), each mapped to that earlier image. A path given twice is not
+    a clash: it is predicted once."""
+    first: dict[str, Path] = {}
+    out = {}
+    for path in images:
+        seen = first.setdefault(path.stem, path)
+        if seen != path and Path(os.path.abspath(seen)) != Path(os.path.abspath(path)):
+            out[path] = seen
+    return out
+
+
 def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5,
-        max_pixels: int = MAX_PIXELS, scores: Path | None = None, detection: str = "max") -> list[str]:
+        max_pixels: int = MAX_PIXELS, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL,
+        scores: Path | None = None, detection: str = "max") -> list[str]:
     """Predict every image; return the error lines of those that failed.
 
-    The options, --out and the model are checked first: ValueError (or FileNotFoundError
+    The options, --out, --scores and the model are checked first: ValueError (or FileNotFoundError
     for a missing model) before any image is read.
     """
     check_threshold(threshold)
     check_max_pixels(max_pixels, "--max-pixels")
+    check_max_file_bytes_per_pixel(max_file_bytes_per_pixel, "--max-file-bytes-per-pixel")
     check_out(out_dir)
     check_scores(scores)
     if detection not in DETECTION_SCORES:
@@ -120,8 +146,19 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
     model, saved = load_model(model_path)
     errors: list[str] = []
     rows: list[tuple[Path, float | None, str]] = []
+    clash = clashes(images)
+    done: set[Path] = set()
     for path in images:
-        error, score = _predict_one(model, saved.size, path, out_dir, threshold, max_pixels, detection)
+        if path in clash:  # never two results under one name
+            errors.append(f"error: {path}: not predicted, its maps would overwrite those of {clash[path]} "
+                          f"({out_dir / path.stem}.prob.png); rename it, or predict it with another --out")
+            rows.append((path, None, "error"))
+            continue
+        if Path(os.path.abspath(path)) in done:
+            continue
+        done.add(Path(os.path.abspath(path)))
+        error, score = _predict_one(model, saved.size, path, out_dir, threshold, max_pixels,
+                                    max_file_bytes_per_pixel, detection)
         if error:
             errors.append(error)
         rows.append((path, score, "error" if error else "fake" if score > threshold else "real"))
@@ -131,10 +168,10 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
 
 
 def _predict_one(model, size: int, path: Path, out_dir: Path, threshold: float, max_pixels: int,
-                 detection: str) -> tuple[str | None, float | None]:
+                 max_file_bytes_per_pixel: int, detection: str) -> tuple[str | None, float | None]:
     """(the error line, or None; the detection score, or None) of one image, its maps written."""
     try:
-        rgb, prob, turn, score = predict_image(model, size, path, max_pixels, detection)
+        rgb, prob, turn, score = predict_image(model, size, path, max_pixels, max_file_bytes_per_pixel, detection)
     except ImageReadError as e:
         return f"error: {e}", None
     except MemoryError:
@@ -159,6 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threshold", type=float, default=0.5, help="for the overlay, in (0, 1) (Dolos uses 0.5)")
     ap.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                     help=f"refuse images of more pixels than this, before decoding (default {MAX_PIXELS:,})")
+    ap.add_argument("--max-file-bytes-per-pixel", type=int, default=MAX_FILE_BYTES_PER_PIXEL,
+                    help="refuse files larger than this many bytes per declared pixel plus 1 MiB, unread "
+                         f"(default {MAX_FILE_BYTES_PER_PIXEL})")
     ap.add_argument("--scores", type=Path,
                     help="also write this CSV: path, image-level detection score, verdict at --threshold")
     ap.add_argument("--detection-score", choices=DETECTION_SCORES, default="max",
@@ -167,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         setup_threads(None)
-        errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels, args.scores,
-                     args.detection_score)
+        errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels,
+                     args.max_file_bytes_per_pixel, args.scores, args.detection_score)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
