@@ -43,9 +43,10 @@ def training_curves(histories: dict[str, list[dict]], path: Path) -> None:
 
 def heatmap(table: dict[str, dict[str, float]], columns: list[str], path: Path, title: str) -> None:
     rows = list(table)
-    values = np.array([[table[r].get(c, np.nan) for c in columns] for r in rows], dtype=float)
+    # ×100, as the cells' labels and every table: the colour bar reads on the same scale.
+    values = 100 * np.array([[table[r].get(c, np.nan) for c in columns] for r in rows], dtype=float)
     fig, ax = _pyplot().subplots(figsize=(1.2 * len(columns) + 2.5, 0.45 * len(rows) + 1.5))
-    im = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("test generator")
@@ -54,9 +55,9 @@ def heatmap(table: dict[str, dict[str, float]], columns: list[str], path: Path, 
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not np.isnan(values[i, j]):
-                ax.text(j, i, f"{100 * values[i, j]:.1f}", ha="center", va="center",
-                        color="white" if values[i, j] < 0.6 else "black", fontsize=8)
-    fig.colorbar(im, ax=ax, label="IoU")
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center",
+                        color="white" if values[i, j] < 60 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, label="IoU ×100")
     _save(fig, path)
 
 

@@ -14,6 +14,9 @@ import pytest
 import yaml
 from test_index import make_tree  # a tree in Dolos' exact layout and mask format
 
+from localize.report import external_references
+from tools import browser
+
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "localize"]
 TINY = {
@@ -94,6 +97,13 @@ def test_repro_builds_the_whole_table(table):
         assert all(0.0 <= v <= 1.0 for v in row.values())
     assert (table / "plots" / "evaluate" / "iou_heatmap.png").stat().st_size > 0
     assert (table / "dvc.lock").exists()
+    page = (table / "reports" / "index.html").read_text()  # the report stage ran, and fetches nothing
+    assert page.count('<img src="data:image/') >= 3 and external_references(page) == []
+    if browser.find_chromium():  # the report of a real (tiny) run, opened in Chromium
+        seen = browser.probe(table / "reports" / "index.html")
+        assert seen["images"] and all(w > 0 for w in seen["images"]) and seen["resources"] == []
+        assert set(results) | {"baseline: prior (fit on that generator's masks)", "baseline: all-fake"} \
+            <= set(seen["rows"])
 
 
 def test_second_repro_is_a_no_op(table):
@@ -103,11 +113,12 @@ def test_second_repro_is_a_no_op(table):
 
 def test_metrics_show_prints_the_headline_at_a_glance(table):
     out = dvc(table, "metrics", "show").stdout
-    assert "metrics/summary.json" in out
-    for column in ("in_domain.iou", "in_domain.low", "held_out.prior", "real_faces.clean", "baselines.all-fake"):
+    assert "metrics/headline.json" in out and "summary.json" not in out
+    for column in ("in.iou", "in.ci", "out.prior", "real.clean", "base.all-fake"):
         assert column in out
     assert "telea.telea" not in out, "per-cell scores are files, not metrics"
-    assert max(len(line) for line in out.splitlines()) <= 2500
+    assert "pairs." not in out and "mean_iou" not in out, "counts and the sweep are files, not metrics"
+    assert max(len(line) for line in out.splitlines()) <= 200
 
 
 def test_queued_experiments_run_in_parallel_workers(table):
@@ -128,8 +139,9 @@ def test_queued_experiments_run_in_parallel_workers(table):
     runs = [run["data"] for rev in shown for exp in rev.get("experiments") or [] for run in exp["revs"]]
     assert sorted(r["params"]["params.yaml"]["data"]["train"]["source"] for r in runs) == ["poisson", "telea"]
     for r in runs:  # each experiment's headline: its one in-domain cell, with an interval
-        head = r["metrics"]["metrics/summary.json"]["data"]["in_domain"]
-        assert head["low"] <= head["iou"] <= head["high"]
+        head = r["metrics"]["metrics/headline.json"]["data"]["in"]
+        low, high = map(float, head["ci"].split("–"))
+        assert low <= head["iou"] <= high
     assert len(iou(project)) == 2 * len(DEMO_GENERATORS), "queued runs leave the workspace alone"
 
 

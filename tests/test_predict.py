@@ -236,3 +236,62 @@ def test_exif_orientation_is_applied_and_said(model_path, tmp_path, capsys):
     # The data stages keep the stored orientation: the one masks are drawn on.
     assert load_rgb(photo).shape == (20, 40, 3)
     assert (check_image(photo).width, check_image(photo).height) == (40, 20)
+
+
+def constant_model(model_path: Path, out: Path, prob: float) -> Path:
+    """The trained model with its last layer's weights zeroed and its bias at logit(prob): every
+    pixel of every map is `prob`, so the image score (max or mean) and the verdict are known."""
+    saved = torch.load(model_path, weights_only=False)
+    state = saved["state_dict"]
+    last = [k for k, v in state.items() if k.endswith(".weight") and v.ndim == 4][-1]
+    assert state[last].shape[0] == 1, last  # the one-channel output conv
+    state[last] = torch.zeros_like(state[last])
+    state[last.replace(".weight", ".bias")] = torch.full((1,), float(np.log(prob / (1 - prob))))
+    torch.save(saved, out)
+    return out
+
+
+@pytest.mark.parametrize("how", ["max", "mean"])
+def test_scores_csv_one_row_per_input_with_score_and_verdict(model_path, tmp_path, how):
+    import csv
+
+    low = constant_model(model_path, tmp_path / "low.pt", 0.2)
+    high = constant_model(model_path, tmp_path / "hi.pt", 0.8)
+    good = [write(tmp_path / "a.png", "RGB", (40, 30)), write(tmp_path / "b.png", "L", (17, 50))]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    for model, score, verdict in ((low, 0.2, "real"), (high, 0.8, "fake")):
+        scores = tmp_path / f"{model.stem}.csv"
+        errors = predict.run(model, tmp_path / "out", [good[0], broken, good[1]], scores=scores, detection=how)
+        assert len(errors) == 1 and "broken.png" in errors[0]
+        rows = list(csv.DictReader(scores.open()))
+        assert [r["path"] for r in rows] == [str(good[0]), str(broken), str(good[1])]
+        assert [r["verdict"] for r in rows] == [verdict, "error", verdict]
+        assert rows[1]["score"] == ""
+        assert [float(rows[i]["score"]) for i in (0, 2)] == pytest.approx([score, score], abs=1e-5)
+    # At a threshold above the score, the same image is real.
+    predict.run(high, tmp_path / "out", good[:1], threshold=0.9, scores=tmp_path / "t.csv", detection=how)
+    assert next(csv.DictReader((tmp_path / "t.csv").open()))["verdict"] == "real"
+
+
+def test_scores_csv_score_is_evaluates_detection_score(model_path, tmp_path):
+    """The trained (non-constant) model: the CSV's score is localize.evaluation.image_scores of the
+    map at the model's size, the score behind evaluate's detection AUC."""
+    from localize.evaluation import image_scores
+    from localize.imageio import resize_image
+    from localize.inference import predict_probs
+
+    src = write(tmp_path / "a.png", "RGB", (40, 30))
+    predict.run(model_path, tmp_path / "out", [src], scores=tmp_path / "s.csv")
+    model, saved = load_model(model_path)
+    small = resize_image(load_rgb(src), saved.size, saved.size)
+    expected = image_scores(predict_probs(model, small[None]), "max")[0]
+    assert float((tmp_path / "s.csv").read_text().splitlines()[1].split(",")[1]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_scores_csv_path_is_checked_before_any_work(model_path, tmp_path):
+    with pytest.raises(ValueError, match="--scores .*: is a folder"):
+        predict.run(model_path, tmp_path / "out", [tmp_path / "x.png"], scores=tmp_path)
+    with pytest.raises(ValueError, match="--scores .*is not a folder"):
+        predict.run(model_path, tmp_path / "out", [tmp_path / "x.png"], scores=tmp_path / "no" / "s.csv")
+    assert not (tmp_path / "out").exists()

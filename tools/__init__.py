@@ -1,5 +1,6 @@
 """Tools around the pipeline, run by hand (`python -m tools.<name>`), never by dvc.yaml: predict on
-your own photos, rerun a reference recipe, summarise a seed spread."""
+your own photos, rerun a reference recipe, summarise a seed spread, write the docs' tables from
+metrics/ (sync_docs), screenshot the report (report_screenshot; browser: headless Chromium)."""
 
 import os
 

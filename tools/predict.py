@@ -1,10 +1,17 @@
 """Run a trained model on your own images.
 
     python -m tools.predict --model models/no-telea.pt --out predictions photo1.jpg photo2.png ...
+    python -m tools.predict --model models/no-telea.pt --out predictions --scores scores.csv photos/*.jpg
 
 For each IMAGE it writes DIR/<stem>.prob.png, the fake probability as a grey map at the
 input's own size (255 = surely fake), and DIR/<stem>.overlay.png, the input with the
-pixels above the threshold tinted red. Any size and mode (RGB, RGBA, L, palette, 16-bit)
+pixels above the threshold tinted red. With --scores CSV it also writes one row per input
+(a path given twice: one row): its path, its image-level detection score (evaluate's: the max,
+or with --detection-score mean the mean, of the probability map at the model's size, as
+evaluate scores its test images for the detection AUC), and the verdict at --threshold, `fake`
+when the score is above it (with `max`: when any pixel is flagged), else `real`; an image that
+failed has an empty score and `error`.
+Any size and mode (RGB, RGBA, L, palette, 16-bit)
 is accepted: the image is converted to RGB and resized to the model's training size,
 and the map is resized back. Photos are read upright: an EXIF orientation (phone
 photos) is applied, and said, so the maps match the photo as viewers show it.
@@ -18,6 +25,7 @@ cannot be written or a bad option stops before any image.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 import tempfile
@@ -27,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from localize.atomic import atomic_file
+from localize.evaluation import image_scores
 from localize.imageio import (
     MAX_FILE_BYTES_PER_PIXEL,
     MAX_PIXELS,
@@ -69,15 +78,33 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
 
 
+DETECTION_SCORES = ("max", "mean")  # as evaluate.detection_score
+
+
 def predict_image(model, size: int, path: Path, max_pixels: int = MAX_PIXELS,
-                  max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL,
-                  ) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """(upright RGB image, fake probability in [0, 1]) at the image's own size, and the EXIF turn applied."""
+                  max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL, detection: str = "max",
+                  ) -> tuple[np.ndarray, np.ndarray, str | None, float]:
+    """(upright RGB image, fake probability in [0, 1]) at the image's own size, the EXIF turn applied,
+    and the image's detection score: `detection` of the map at the model's size, as evaluate's."""
     rgb, turn = load_upright_rgb(path, max_pixels, max_file_bytes_per_pixel)
     h, w = rgb.shape[:2]
     small = resize_image(rgb, size, size)
     prob = predict_probs(model, small[None])[0]
-    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0), turn
+    score = float(image_scores(prob[None], detection)[0])
+    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0), turn, score
+
+
+def check_scores(scores: Path | None) -> None:
+    if scores is not None and (scores.is_dir() or not scores.parent.is_dir()):
+        raise ValueError(f"--scores {scores}: " + ("is a folder" if scores.is_dir() else
+                                                   f"{scores.parent} is not a folder"))
+
+
+def write_scores(path: Path, rows: list[tuple[Path, float | None, str]]) -> None:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "score", "verdict"])
+        w.writerows([str(p), "" if s is None else f"{s:.6f}", v] for p, s, v in rows)
 
 
 def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, threshold: float) -> None:
@@ -102,49 +129,64 @@ def clashes(images: list[Path]) -> dict[Path, Path]:
 
 
 def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5,
-        max_pixels: int = MAX_PIXELS, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL) -> list[str]:
+        max_pixels: int = MAX_PIXELS, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL,
+        scores: Path | None = None, detection: str = "max") -> list[str]:
     """Predict every image; return the error lines of those that failed.
 
-    The options, --out and the model are checked first: ValueError (or FileNotFoundError
+    The options, --out, --scores and the model are checked first: ValueError (or FileNotFoundError
     for a missing model) before any image is read.
     """
     check_threshold(threshold)
     check_max_pixels(max_pixels, "--max-pixels")
     check_max_file_bytes_per_pixel(max_file_bytes_per_pixel, "--max-file-bytes-per-pixel")
     check_out(out_dir)
+    check_scores(scores)
+    if detection not in DETECTION_SCORES:
+        raise ValueError(f"--detection-score {detection!r}: must be one of {', '.join(DETECTION_SCORES)}")
     model, saved = load_model(model_path)
-    errors = []
+    errors: list[str] = []
+    rows: list[tuple[Path, float | None, str]] = []
     clash = clashes(images)
     done: set[Path] = set()
     for path in images:
         if path in clash:  # never two results under one name
             errors.append(f"error: {path}: not predicted, its maps would overwrite those of {clash[path]} "
                           f"({out_dir / path.stem}.prob.png); rename it, or predict it with another --out")
+            rows.append((path, None, "error"))
             continue
         if Path(os.path.abspath(path)) in done:
             continue
         done.add(Path(os.path.abspath(path)))
-        try:
-            rgb, prob, turn = predict_image(model, saved.size, path, max_pixels, max_file_bytes_per_pixel)
-        except ImageReadError as e:
-            errors.append(f"error: {e}")
-            continue
-        except MemoryError:
-            errors.append(f"error: {path}: not enough memory to process it; try a smaller copy of the image")
-            continue
-        except Exception as e:  # anything else this one image brings about: named, and the next image runs
-            errors.append(f"error: {path}: cannot be processed ({type(e).__name__}: {str(e).strip()[:200]})"
-                          .replace("\n", " "))
-            continue
-        try:
-            _write(out_dir, path, rgb, prob, threshold)
-        except OSError as e:
-            errors.append(f"error: {out_dir / path.stem}.*.png: cannot write the maps of {path} "
-                          f"({e.strerror or e})")
-            continue
-        upright = f" (EXIF orientation applied: {turn}; the maps are upright, as viewers show it)" if turn else ""
-        print(f"{path}: {100 * (prob > threshold).mean():.1f}% of pixels predicted fake{upright}")
+        error, score = _predict_one(model, saved.size, path, out_dir, threshold, max_pixels,
+                                    max_file_bytes_per_pixel, detection)
+        if error:
+            errors.append(error)
+        rows.append((path, score, "error" if error else "fake" if score > threshold else "real"))
+    if scores is not None:
+        write_scores(scores, rows)
     return errors
+
+
+def _predict_one(model, size: int, path: Path, out_dir: Path, threshold: float, max_pixels: int,
+                 max_file_bytes_per_pixel: int, detection: str) -> tuple[str | None, float | None]:
+    """(the error line, or None; the detection score, or None) of one image, its maps written."""
+    try:
+        rgb, prob, turn, score = predict_image(model, size, path, max_pixels, max_file_bytes_per_pixel, detection)
+    except ImageReadError as e:
+        return f"error: {e}", None
+    except MemoryError:
+        return f"error: {path}: not enough memory to process it; try a smaller copy of the image", None
+    except Exception as e:  # anything else this one image brings about: named, and the next image runs
+        return (f"error: {path}: cannot be processed ({type(e).__name__}: {str(e).strip()[:200]})"
+                .replace("\n", " ")), None
+    try:
+        _write(out_dir, path, rgb, prob, threshold)
+    except OSError as e:
+        return f"error: {out_dir / path.stem}.*.png: cannot write the maps of {path} ({e.strerror or e})", None
+    upright = f" (EXIF orientation applied: {turn}; the maps are upright, as viewers show it)" if turn else ""
+    print(f"{path}: {100 * (prob > threshold).mean():.1f}% of pixels predicted fake, "
+          f"score {score:.3f}{upright}")
+    return None, score
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,12 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-file-bytes-per-pixel", type=int, default=MAX_FILE_BYTES_PER_PIXEL,
                     help="refuse files larger than this many bytes per declared pixel plus 1 MiB, unread "
                          f"(default {MAX_FILE_BYTES_PER_PIXEL})")
+    ap.add_argument("--scores", type=Path,
+                    help="also write this CSV: path, image-level detection score, verdict at --threshold")
+    ap.add_argument("--detection-score", choices=DETECTION_SCORES, default="max",
+                    help="how a map becomes the image's score, as evaluate.detection_score (default max)")
     ap.add_argument("images", type=Path, nargs="+")
     args = ap.parse_args(argv)
     try:
         setup_threads(None)
         errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels,
-                     args.max_file_bytes_per_pixel)
+                     args.max_file_bytes_per_pixel, args.scores, args.detection_score)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The seed report's U-Net, as its text describes it (README, "Models").
+"""The seed report's U-Net, as its text describes it (docs/models-and-supervision.md, "Models").
 
 Two choices the report leaves open, made here:
 - widths: block k has `width * 2**(k-1)` channels (32, 64, 128 by default);
