@@ -78,7 +78,8 @@ def test_the_committed_default_leaves_the_new_keys_off():
     assert train["steps_per_epoch"] == 20 and train["epochs"] == 8
 
 
-def test_demo_default_on_dolos_warns_and_the_dolos_recipe_does_not():
+def test_demo_default_on_dolos_warns_and_the_dolos_recipe_does_not(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the recipe asks for CUDA; this is a CPU
     line = under_one_pass(table_budgets(committed_params()["train"]))
     # 8 epochs x 20 steps x 16 images, 12 of them fakes: 1,920 of 9,000 (single) or 27,000 (leave-one-out).
     assert line is not None and line.count("\n") == 0
@@ -90,7 +91,8 @@ def test_demo_default_on_dolos_warns_and_the_dolos_recipe_does_not():
     assert steps == {18750, 25000}  # single-generator: 50 one-pass epochs; leave-one-out: the 25,000 cap
 
 
-def test_the_full_dolos_recipe_validates_every_section(tmp_path):
+def test_the_full_dolos_recipe_validates_every_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the recipe asks for CUDA; this is a CPU
     overrides = read_overrides(RECIPE)
     params = committed_params(overrides)
     assert params["preprocess"]["size"] == 256
