@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from localize.atomic import atomic_dir
-from localize.config import ParamsError, load_section, read_params
+from localize.config import ParamsError, load_section
 from localize.layout import FULLY_GENERATED, REAL
 from localize.metrics import iou_per_image
+from localize.params import TextureParams, TrainParams
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.runtime import setup_threads
 from localize.splits import resolve_source
-from localize.texture import TextureParams, choose_threshold, fit, maps
+from localize.texture import choose_threshold, fit, maps
 
 
 def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> dict[str, np.ndarray]:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         check_and_clear(args.params, [args.out])
         p = load_section(TextureParams, "texture", args.params)
         # The splits are the train stage's: the one key of `train` this stage reads (dvc.yaml: train.source).
-        source = (read_params(args.params).get("train") or {}).get("source", "table")
+        source = load_section(TrainParams, "train", args.params).source
         run(args.prepared, args.out, source, p)
     except (ParamsError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
