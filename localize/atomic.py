@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -138,15 +140,88 @@ def atomic_file(final: str | Path) -> Iterator[Path]:
         os.close(fd)
 
 
+class _DeferSignals:
+    """SIGINT and SIGTERM held back for a short block and delivered when it ends: Python runs signal
+    handlers in the main thread only, so swapping the handlers there defers them whatever thread the
+    kernel picks. Off the main thread handlers cannot be swapped: the block then relies on its rollback."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s)
+
+    def __enter__(self) -> _DeferSignals:
+        self.pending: list[int] = []
+        self.saved: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.saved[sig] = signal.signal(sig, lambda number, frame: self.pending.append(number))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.saved.items():
+            if handler is not None:  # None: set outside Python, cannot be put back from here
+                signal.signal(sig, handler)
+        for sig in dict.fromkeys(self.pending):
+            signal.raise_signal(sig)  # now, under the stage's own handler (KeyboardInterrupt, exit)
+
+
+def _commit(moves: dict[Path, Path], holders: dict[Path, Path]) -> None:
+    """Move every temporary onto its final path, all or none: the previous outputs go aside first (into
+    each final's locked holder folder beside it, so the same filesystem), then the new ones in. Any
+    failure or interrupt on the way moves the new ones back out and the previous ones back in."""
+    aside: dict[Path, Path] = {}
+    placed: list[Path] = []
+    with _DeferSignals():
+        try:
+            for final in moves:
+                if final.exists() or final.is_symlink():
+                    os.replace(final, holders[final] / "previous")
+                    aside[final] = holders[final] / "previous"
+            for final, tmp in moves.items():
+                os.replace(tmp, final)
+                placed.append(final)
+        except BaseException:
+            for final in reversed(placed):
+                os.replace(final, moves[final])  # back to its temporary, removed with it
+            for final, previous in aside.items():
+                os.replace(previous, final)
+            raise
+
+
 @contextlib.contextmanager
 def atomic_outputs(files: Iterable[str | Path] = (), dirs: Iterable[str | Path] = ()) -> Iterator[dict[Path, Path]]:
-    """Temporaries for all of a stage's outputs (final path -> temporary), moved into place together,
-    one rename after another, once the block succeeds. On any failure or Ctrl-C inside it, none is
-    moved: every previous output stays as it was."""
-    with contextlib.ExitStack() as stack:
-        tmps = {Path(f): stack.enter_context(atomic_file(f)) for f in files}
-        tmps.update({Path(d): stack.enter_context(atomic_dir(d)) for d in dirs})
-        yield tmps
+    """Temporaries for all of a stage's outputs (final path -> temporary), moved into place together
+    once the block succeeds. On any failure or Ctrl-C inside the block, none is moved. The moves
+    themselves are all or nothing too (see _commit): SIGINT and SIGTERM wait until they are done, and
+    any other failure among them puts every previous output back. Either every output is new or every
+    one is as it was. (A hard kill among the renames can still lose previous outputs: they sit in a
+    holder folder that the next write treats as stale.)"""
+    files, dirs = [Path(f) for f in files], [Path(d) for d in dirs]
+    tmps: dict[Path, Path] = {}
+    holders: dict[Path, Path] = {}
+    fds: list[int] = []
+    try:
+        for final in [*files, *dirs]:
+            _prepare(final)
+            holders[final] = Path(tempfile.mkdtemp(prefix=_prefix(final), dir=final.parent))
+            fds.append(os.open(holders[final], os.O_RDONLY))
+            _lock(fds[-1])
+        for final in files:
+            fd, name = tempfile.mkstemp(prefix=_prefix(final), suffix=final.suffix, dir=final.parent)
+            fds.append(fd)
+            tmps[final] = Path(name)
+            _lock(fd)
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
+        for final in dirs:
+            tmps[final] = Path(tempfile.mkdtemp(prefix=_prefix(final), dir=final.parent))
+            fds.append(os.open(tmps[final], os.O_RDONLY))
+            _lock(fds[-1])
+            os.chmod(tmps[final], 0o777 & ~_umask())  # mkdtemp makes it 0700
+        yield dict(tmps)
+        _commit(tmps, holders)
+    finally:
+        for path in [*tmps.values(), *holders.values()]:  # what is left: the new ones (failed) or the old
+            _remove(path)
+        for fd in fds:
+            os.close(fd)
 
 
 def temp_dir(kind: str) -> tempfile.TemporaryDirectory:

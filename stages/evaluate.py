@@ -345,7 +345,8 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
 
     All or nothing: nothing is written until every score is known, and then every output goes
     to a temporary beside it, moved in together at the end (localize.atomic.atomic_outputs); a
-    failure or Ctrl-C before that leaves every previous output as it was.
+    failure or Ctrl-C before that, or among those moves (rolled back; SIGINT/SIGTERM wait until
+    the moves are done), leaves every previous output as it was.
     """
     check_roots(ep)
     prepared, r = score_all(prepared_dir, models_dir, ep, texture_dir, ceiling_path)

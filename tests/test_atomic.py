@@ -125,3 +125,100 @@ def test_sigterm_removes_a_stages_temp_dir_and_the_next_start_removes_a_killed_o
     assert not made["TERM"].exists(), "SIGTERM ends the block: its folder is removed"
     assert made["KILL"].exists() and made["KILL"].parent == Path(tempfile.gettempdir())
     assert made["KILL"] in remove_stale_temp_dirs(["robustness"]) and not made["KILL"].exists()
+
+
+def _outputs(root: Path) -> tuple[list[Path], list[Path]]:
+    files = [root / "metrics" / "a.json", root / "metrics" / "b.md", root / "plots" / "c.png"]
+    return files, [root / "plots" / "overlays"]
+
+
+def _write(files: list[Path], dirs: list[Path], text: str, tmps: dict[Path, Path] | None = None) -> None:
+    for f in files:
+        (tmps[f] if tmps else f).write_text(f"{text} {f.name}")
+    for d in dirs:
+        target = tmps[d] if tmps else d
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "0.png").write_text(f"{text} {d.name}")
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, SystemExit, OSError])
+@pytest.mark.parametrize("call", range(1, 9))  # 4 moves aside, then 4 moves in: a fault at each one
+def test_a_fault_during_the_final_moves_leaves_every_previous_output(tmp_path, monkeypatch, fault, call):
+    """Ctrl-C (or a SIGTERM exit, or a full disk) among the renames of atomic_outputs: rolled back."""
+    from localize import atomic
+    from localize.atomic import atomic_outputs
+
+    files, dirs = _outputs(tmp_path)
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+    _write(files, dirs, "old")
+    before = _tree(tmp_path)
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise fault()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(fault), atomic_outputs(files, dirs) as tmps:
+        _write(files, dirs, "new", tmps)
+    assert _tree(tmp_path) == before, "exactly the previous outputs, and no temporary or backup left"
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["c.png", "overlays"]
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
+
+
+def test_the_final_moves_replace_every_output_and_create_missing_ones(tmp_path):
+    from localize.atomic import atomic_outputs
+
+    files, dirs = _outputs(tmp_path)
+    (tmp_path / "metrics").mkdir()
+    files[0].write_text("old a.json")  # one previous output; the others are new
+    with atomic_outputs(files, dirs) as tmps:
+        _write(files, dirs, "new", tmps)
+    assert _tree(tmp_path) == {"metrics/a.json": "new a.json", "metrics/b.md": "new b.md",
+                               "plots/c.png": "new c.png", "plots/overlays/0.png": "new overlays"}
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_final_moves_waits_until_every_output_is_new(tmp_path, monkeypatch, sig):
+    """SIGINT/SIGTERM that arrive among the renames are delivered after the last one: all new outputs."""
+    from localize import atomic
+    from localize.atomic import atomic_outputs
+
+    files, dirs = _outputs(tmp_path)
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+    _write(files, dirs, "old")
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return real_replace(src, dst)
+
+    class Terminated(Exception):
+        pass
+
+    def on_term(*_):
+        raise Terminated
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == "SIGINT" else Terminated), \
+                atomic_outputs(files, dirs) as tmps:
+            _write(files, dirs, "new", tmps)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    assert calls["n"] == 8, "every move was made before the signal was delivered"
+    assert _tree(tmp_path) == {"metrics/a.json": "new a.json", "metrics/b.md": "new b.md",
+                               "plots/c.png": "new c.png", "plots/overlays/0.png": "new overlays"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -307,6 +308,31 @@ def test_a_failed_or_interrupted_evaluate_leaves_every_previous_output_as_it_was
             evaluate.run(prepared, out / "models", paths, ep)
         assert tree_digest(tmp_path / "metrics") == before
         assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == sorted(p.name for p in paths.values())
+
+
+def test_ctrl_c_among_evaluates_final_moves_leaves_every_previous_output(home, tmp_path, monkeypatch):
+    """A KeyboardInterrupt among the renames that put evaluate's outputs in place: rolled back."""
+    from localize import atomic
+
+    _, _, prepared, out = home
+    paths = _evaluate_paths(tmp_path / "metrics")
+    evaluate.run(prepared, out / "models", paths, evaluate.EvaluateParams(overlay_images=1, bootstrap=20))
+    before = tree_digest(tmp_path / "metrics")
+    finals, real_replace, moved_in = set(paths.values()), os.replace, []
+
+    def replace(src, dst):  # the 2nd new output moved in: every previous one is aside, one new one is in
+        if Path(dst) in finals:
+            moved_in.append(Path(dst))
+            if len(moved_in) == 2:
+                raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):  # other intervals and overlays: every output would change
+        evaluate.run(prepared, out / "models", paths, evaluate.EvaluateParams(overlay_images=2, bootstrap=30))
+    assert len(moved_in) > 2, "stopped among the final moves, then every previous output was moved back"
+    assert tree_digest(tmp_path / "metrics") == before
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == sorted(p.name for p in paths.values())
 
 
 def test_a_failed_or_interrupted_robustness_leaves_every_previous_output_as_it_was(home, tmp_path, monkeypatch):
