@@ -6,9 +6,11 @@
 passed to `dvc exp run evaluate -S` (up to the table; `--target` names other stages). The
 experiment runs in the workspace, like any `dvc exp run`; then its results (RESULTS) are
 copied into `<name>/results/`, so the README's tables can cite them. A rerun of the same
-overrides on the same data gives the same metrics (seeds come from params). `--collect`
-copies the workspace's current results without running anything; `--compare B C ...` prints
-the headlines of this and other recipes as one Markdown table.
+overrides on the same data gives the same metrics (seeds come from params). params.yaml is put
+back byte for byte afterwards (the experiment keeps its params in its own commit), so the next
+recipe starts from the committed params. `--collect` copies the workspace's current results
+without running anything; `--compare B C ...` prints the headlines of this and other recipes as
+one Markdown table.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from localize.atomic import atomic_dir
+from localize.atomic import atomic_dir, atomic_file
 from localize.evaluation import percent
 
 # What a reference run keeps: metrics, the table, the heatmap, overlays and curves.
@@ -42,6 +44,8 @@ def read_overrides(path: Path) -> list[str]:
         key, sep, value = line.partition("=")
         if not sep or not key.strip() or not value.strip() or " " in key.strip():
             raise ValueError(f"{path}:{number}: {raw!r} is not `key=value`")
+        if key.strip().startswith("-"):
+            raise ValueError(f"{path}:{number}: {raw!r}: a key cannot start with '-'")
         overrides.append(f"{key.strip()}={value.strip()}")
     return overrides
 
@@ -53,6 +57,8 @@ def with_sets(overrides: list[str], sets: list[str]) -> list[str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"--set {item!r} is not `key=value`")
+        if key.strip().startswith("-"):
+            raise ValueError(f"--set {item!r}: a key cannot start with '-'")
         keys = [o.partition("=")[0] for o in out]
         line = f"{key.strip()}={value.strip()}"
         if key.strip() in keys:
@@ -78,9 +84,31 @@ def collect(folder: Path, workspace: Path = Path("."), robustness: bool = False)
                 shutil.copy2(source, target)
 
 
+HEADLINE_KEYS = {"in_domain": ("iou", "low", "high", "prior"), "held_out": ("iou", "low", "high", "prior"),
+                 "real_faces": ("clean",)}
+
+
+def read_summary(path: Path) -> dict:
+    """A recipe's summary.json with every headline key compare() prints; a clear error names the file."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read it ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: not a summary (a JSON object with {', '.join(HEADLINE_KEYS)})")
+    missing = [f"{part}.{key}" for part, keys in HEADLINE_KEYS.items() for key in keys
+               if not isinstance(summary.get(part), dict) or key not in summary[part]]
+    if missing:
+        raise ValueError(f"{path}: a partial summary, without {', '.join(missing)}")
+    return summary
+
+
 def compare(folders: list[Path]) -> str:
     """A Markdown table of the recipes' headlines (each `<folder>/results/summary.json`, or
-    `<folder>/summary.json` for the default's `metrics`), IoU ×100."""
+    `<folder>/summary.json` for the default's `metrics`), IoU ×100. A corrupt or partial summary is a
+    ValueError that names it."""
     lines = ["| recipe | in-domain IoU | held-out IoU | prior (in-domain / held-out) | real faces clean "
              "| detection AUC in-domain | detection AUC held-out |", "|---" * 7 + "|"]
     for folder in folders:
@@ -88,15 +116,34 @@ def compare(folders: list[Path]) -> str:
         reference = (folder / "results" / "summary.json").exists()
         if not reference and not (folder / "summary.json").exists():
             continue  # not a recipe with results (e.g. the seed spread's folder)
-        s = json.loads((folder / "results" / "summary.json" if reference else folder / "summary.json").read_text())
+        path = folder / "results" / "summary.json" if reference else folder / "summary.json"
+        s = read_summary(path)
         name = folder.name if reference else "default (`dvc repro`)"
         ind, out, real = s["in_domain"], s["held_out"], s["real_faces"]
-        lines.append(f"| {name} | {percent(ind['iou'], [ind['low'], ind['high']])} "
-                     f"| {percent(out['iou'], [out['low'], out['high']])} "
-                     f"| {percent(ind['prior'])} / {percent(out['prior'])} "
-                     f"| {percent(real['clean'], real.get('clean_ci'))} | {percent(ind.get('auc'), ind.get('auc_ci'))} "
-                     f"| {percent(out.get('auc'), out.get('auc_ci'))} |")
+        try:
+            lines.append(f"| {name} | {percent(ind['iou'], [ind['low'], ind['high']])} "
+                         f"| {percent(out['iou'], [out['low'], out['high']])} "
+                         f"| {percent(ind['prior'])} / {percent(out['prior'])} "
+                         f"| {percent(real['clean'], real.get('clean_ci'))} "
+                         f"| {percent(ind.get('auc'), ind.get('auc_ci'))} "
+                         f"| {percent(out.get('auc'), out.get('auc_ci'))} |")
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            raise ValueError(f"{path}: a headline value is not a score or an interval ({type(e).__name__}: "
+                             f"{str(e)[:80]})") from None
     return "\n".join(lines) + "\n"
+
+
+def run_keeping_params(command: list[str], params: Path = Path("params.yaml")) -> int:
+    """Run `command` (a `dvc exp run -S ...`, which writes its overrides into params.yaml) and put
+    params.yaml back byte for byte afterwards, on success, failure or Ctrl-C alike, so the next
+    recipe starts from the committed params. The experiment keeps its params in its own commit."""
+    original = params.read_bytes()
+    try:
+        return subprocess.run(command).returncode
+    finally:
+        if not params.exists() or params.read_bytes() != original:
+            with atomic_file(params) as tmp:
+                tmp.write_bytes(original)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,10 +160,16 @@ def main(argv: list[str] | None = None) -> None:
                     help="print a Markdown table of these recipes' headlines beside the first folder's")
     args = ap.parse_args(argv)
     if args.compare is not None:
-        print(compare([args.folder, *args.compare]), end="")
+        try:
+            print(compare([args.folder, *args.compare]), end="")
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
         return
     try:
         overrides = with_sets(read_overrides(args.folder / "overrides"), args.sets)
+        bad = [t for t in args.target if t.startswith("-") or not t.strip()]
+        if bad:
+            raise ValueError(f"--target {bad[0]!r}: a stage name, not an option")
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if not args.collect:
@@ -126,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                              "committed params (git checkout params.yaml)")
         command = ["dvc", "exp", "run", *args.target, *[a for o in overrides for a in ("-S", o)]]
         print("running:", " ".join(command), flush=True)
-        if subprocess.run(command).returncode:
+        if run_keeping_params(command):
             raise SystemExit(f"error: {' '.join(command)} failed; nothing collected")
     try:
         collect(args.folder, robustness="robustness" in args.target)

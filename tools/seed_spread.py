@@ -11,27 +11,105 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import yaml
 
 from localize.atomic import atomic_file
 
+GIT_MIN = (2, 24)  # the first Git with --end-of-options: a revision is never read as an option
 
-def read_at(rev: str, path: str) -> str:
-    proc = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+
+def fail(message: str) -> NoReturn:
+    raise SystemExit(f"error: {message}")
+
+
+def check_git() -> None:
+    """Git must be there and know --end-of-options."""
+    try:
+        proc = subprocess.run(["git", "version"], capture_output=True, text=True)
+    except OSError as e:
+        fail(f"cannot run git: {e}")
+    found = re.search(r"(\d+)\.(\d+)", proc.stdout)
+    if proc.returncode or not found or tuple(map(int, found.groups())) < GIT_MIN:
+        fail(f"git {'.'.join(map(str, GIT_MIN))} or newer is needed (--end-of-options); found "
+             f"{proc.stdout.strip()[:80] or 'none'!r}")
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, encoding="utf-8", errors="replace")
+
+
+def first_line(text: str) -> str:
+    return (text.strip().splitlines() or ["git failed"])[0][:200]
+
+
+def commit_of(name: str, rev: str) -> str:
+    """The commit that `rev` names; an unknown revision, or one that looks like an option, is refused."""
+    if rev.startswith("-"):
+        fail(f"experiment {name!r}: a revision cannot start with '-'")
+    proc = git("log", "-1", "--no-walk", "--format=%H", "--end-of-options", rev, "--")
+    if proc.returncode or not proc.stdout.strip():
+        fail(f"experiment {name!r}: unknown revision {rev!r} (not an experiment name nor a Git commit): "
+             f"{first_line(proc.stderr)}")
+    return proc.stdout.strip()
+
+
+def read_at(name: str, commit: str, path: str) -> str:
+    proc = git("show", "--end-of-options", f"{commit}:{path}")
     if proc.returncode:
-        raise SystemExit(f"error: cannot read {path} of experiment {rev!r}: {proc.stderr.strip()}")
+        fail(f"experiment {name!r} ({commit[:12]}): cannot read {path}: {first_line(proc.stderr)}")
     return proc.stdout
 
 
+def json_at(name: str, commit: str, path: str):
+    try:
+        return json.loads(read_at(name, commit, path))
+    except json.JSONDecodeError as e:
+        fail(f"experiment {name!r} ({commit[:12]}): {path} is not valid JSON ({e})")
+
+
+def is_score(x) -> bool:
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def load_run(name: str, rev: str) -> dict:
+    """One experiment's table, headline and seed, checked so that spread() cannot fail on it."""
+    commit = commit_of(name, rev)
+    where = f"experiment {name!r} ({commit[:12]})"
+    iou = json_at(name, commit, "metrics/iou.json")
+    if not isinstance(iou, dict) or not iou or not all(
+            isinstance(row, dict) and row and all(is_score(v) for v in row.values()) for row in iou.values()):
+        fail(f"{where}: metrics/iou.json is not a table {{split: {{generator: iou}}}}")
+    summary = json_at(name, commit, "metrics/summary.json")
+    for key in ("in_domain", "held_out"):
+        part = summary.get(key) if isinstance(summary, dict) else None
+        if not isinstance(part, dict) or "iou" not in part or not is_score(part["iou"]):
+            fail(f"{where}: metrics/summary.json has no {key}.iou score")
+    try:
+        params = yaml.safe_load(read_at(name, commit, "params.yaml"))
+    except yaml.YAMLError as e:
+        fail(f"{where}: params.yaml is not valid YAML ({first_line(str(e))})")
+    train = params.get("train") if isinstance(params, dict) else None
+    seed = train.get("seed") if isinstance(train, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        fail(f"{where}: params.yaml has no integer train.seed")
+    return {"iou": iou, "summary": summary, "seed": seed}
+
+
 def experiment_commits() -> dict[str, str]:
-    """Experiment name -> its commit, for every experiment `dvc exp show` lists (one call for all)."""
-    proc = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], capture_output=True, text=True)
-    return {exp["name"]: exp["revs"][0]["rev"] for base in json.loads(proc.stdout or "[]")
-            for exp in base.get("experiments") or [] if exp.get("name") and exp.get("revs")}
+    """Experiment name -> its commit, for every experiment `dvc exp show` lists (one call for all);
+    none where DVC cannot say (not a DVC repo, no experiments)."""
+    try:
+        proc = subprocess.run(["dvc", "exp", "show", "--json", "--no-fetch"], capture_output=True, text=True)
+        return {exp["name"]: exp["revs"][0]["rev"] for base in json.loads(proc.stdout or "[]")
+                for exp in base.get("experiments") or [] if exp.get("name") and exp.get("revs")}
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return {}
 
 
 def spread(runs: dict[str, dict]) -> dict:
@@ -60,7 +138,8 @@ def markdown(result: dict) -> str:
              "(everything else equal).", "",
              "| trained on | " + " | ".join(gens) + " | mean |", "|---" * (len(gens) + 2) + "|"]
     for split, row in cells.items():
-        fmt = [f"{100 * row[g]['mean']:.1f} ± {100 * (row[g]['std'] or 0):.1f}" for g in [*gens, "mean"]]
+        fmt = [f"{100 * row[g]['mean']:.1f} ± {100 * (row[g]['std'] or 0):.1f}" if row[g]["mean"] is not None
+               else "–" for g in [*gens, "mean"]]  # – : a run without this score
         lines.append(f"| {split} | " + " | ".join(fmt) + " |")
     for k, v in result["headline"].items():
         if v["mean"] is None:
@@ -75,20 +154,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("experiments", nargs="+", help="experiment names or Git revisions")
     args = ap.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        fail(f"--out {args.out}: exists and is not a folder")
+    check_git()
     runs, commits = {}, experiment_commits()
     for name in args.experiments:
-        rev = commits.get(name, name)  # an experiment name, or any Git revision
-        runs[name] = {"iou": json.loads(read_at(rev, "metrics/iou.json")),
-                      "summary": json.loads(read_at(rev, "metrics/summary.json")),
-                      "seed": yaml.safe_load(read_at(rev, "params.yaml"))["train"]["seed"]}
+        runs[name] = load_run(name, commits.get(name, name))  # an experiment name, or any Git revision
+    first_name, first = next(iter(runs.items()))
+    shape = {split: sorted(row) for split, row in first["iou"].items()}
+    for name, run in runs.items():
+        if {split: sorted(row) for split, row in run["iou"].items()} != shape:
+            fail(f"experiment {name!r}: metrics/iou.json has other splits or generators than {first_name!r}")
     result = spread(runs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out / "spread.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_file(args.out / "table.md") as tmp:
-        tmp.write_text(markdown(result))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_file(args.out / "spread.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        with atomic_file(args.out / "table.md") as tmp:
+            tmp.write_text(markdown(result))
+    except OSError as e:
+        fail(f"--out {args.out}: cannot write: {e}")
     print(markdown(result))
-
 
 if __name__ == "__main__":
     main()
