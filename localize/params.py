@@ -22,12 +22,20 @@ from localize.prepared import MAX_SIZE
 
 # The choices of some keys, named here so that checking params imports no model, loss or
 # image code (tests/test_params.py checks them against the code that implements them).
-LOSSES = ("dice", "dice-bce")  # localize.losses.LOSSES
+LOSSES = ("dice", "dice-bce", "dice-bce-max")  # localize.losses.LOSSES
 DEMO_GENERATORS = ("telea", "navier-stokes", "biharmonic", "poisson", "patchmatch",  # localize.demo.DEMO_GENERATORS
                    "telea-jpeg", "navier-stokes-jpeg", "biharmonic-jpeg", "poisson-jpeg", "patchmatch-jpeg")
 # model.arch choices.
 ARCHS = ("unet-seed", "unet-hp", "unet-tex", "unet-tex-inputs", "unet-res-srm", "unet-res", "patches")
 SUPERVISIONS = ("full", "weak")
+# Kinds of self-blended fake (localize/synthetic.py, which reads them from here).
+BLENDS = ("blur", "splice", "shift", "resample", "noise")
+CLASSIC_BLENDS = BLENDS[:3]
+
+
+def check_blends(blends: list[str]) -> None:
+    if not blends or len(set(blends)) != len(blends) or not set(blends) <= set(BLENDS):
+        raise ValueError(f"blends = {short(blends)}: give distinct kinds from: {', '.join(BLENDS)}")
 
 # Five generators by default: each one adds two models (alone, and held out) to the training
 # table, which is the CPU-expensive part. They cover the two diffusion fills OpenCV ships,
@@ -202,6 +210,7 @@ class TrainParams:
     # (localize/synthetic.py): a generator-agnostic signal against overfitting to the
     # training generators' fingerprints. 0 trains on the generators' fakes alone.
     synthetic: float = 0.0
+    blends: list[str] = field(default_factory=lambda: list(CLASSIC_BLENDS))  # their kinds
     # Share of each batch made of plain real training faces with empty masks: without them
     # nothing in training says that an untouched face has no fake pixel.
     real: float = 0.25
@@ -231,8 +240,14 @@ class TrainParams:
     # Where each split starts: `pretrained`, the pretrain stage's generator-agnostic weights
     # (stages/pretrain.py: self-blends of real training faces only), or `scratch`.
     init: str = choice("scratch", "pretrained", default="pretrained")
+    # Train on random square crops of this side (px) of every batch image, at the same offset in its
+    # mask; valid and test images stay whole. A step then costs about (crop / size)^2 of a full one.
+    crop: int | None = None
 
     def validate(self) -> None:
+        check_blends(self.blends)
+        if self.crop is not None and not 8 <= self.crop <= MAX_SIZE:
+            raise ValueError(f"crop must be null (whole images) or in [8, {MAX_SIZE}], got {self.crop}")
         for name in ("epochs", "batch_size", "procs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -281,12 +296,14 @@ class PretrainParams:
     batch_size: int = 16
     lr: float = 0.001
     real: float = 0.25  # share of each batch made of plain real faces (empty masks); the rest are self-blends
+    blends: list[str] = field(default_factory=lambda: list(CLASSIC_BLENDS))  # their kinds (localize/synthetic.py)
     loss: str = choice(*LOSSES, default="dice-bce")
     seed: int = 0
     device: str = choice("auto", "cpu", "cuda", "mps", default="auto")
     precision: str = choice("auto", "fp32", "bf16", "fp16", default="fp32")
 
     def validate(self) -> None:
+        check_blends(self.blends)
         if not 0 <= self.epochs <= 10_000:
             raise ValueError(f"epochs must be in [0, 10000], got {self.epochs}")
         if not 1 <= self.steps_per_epoch <= 1_000_000:
@@ -307,9 +324,9 @@ class TextureParams:
 
     pixels: int = 80_000  # training pixels sampled per split
     real: float = 0.25  # share of those pixels taken from real training faces (all real)
-    iterations: int = 300  # boosting iterations
-    learning_rate: float = 0.1
-    leaves: int = 31  # max leaf nodes per tree
+    iterations: int = 100  # boosting iterations (prediction time is proportional to them)
+    learning_rate: float = 0.2
+    leaves: int = 63  # max leaf nodes per tree
     smooth: int = 5  # side of the box filter over the probability map (1 = none)
     seed: int = 0
 
