@@ -13,7 +13,6 @@ another in one process, so their times compare within the run (a shared machine 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -83,6 +82,27 @@ ROWS = {
     "tex-pre": ("unet-tex fine-tuned from the pretrain stage's weights (the default)",
                 {**DEFAULT_RECIPE, **DEFAULT_BUDGET, "model.arch": "unet-tex", "train.init": "pretrained"}),
 }
+TEX_PRE = ROWS["tex-pre"][1]
+ROWS.update({
+    "syn25": ("tex-pre, a quarter of each fine-tuning batch self-blends", {**TEX_PRE, "train.synthetic": 0.25}),
+    "lr2": ("tex-pre, fine-tuning rate 0.002", {**TEX_PRE, "train.lr": 0.002}),
+    "pre2x": ("tex-pre, twice the pretraining (1200 steps)", {**TEX_PRE, "pretrain.epochs": 24}),
+    "blends5": ("tex-pre, pretrained on five kinds of self-blend (+ resample, noise)",
+                {**TEX_PRE, "pretrain.blends": ["blur", "splice", "shift", "resample", "noise"]}),
+    "pre400": ("tex-pre, pretrained for 400 steps instead of 600", {**TEX_PRE, "pretrain.epochs": 8}),
+    "crop48": ("tex-pre on 48 px crops, 36 steps per epoch instead of 20 (about the same time)",
+               {**TEX_PRE, "train.crop": 48, "train.steps_per_epoch": 36}),
+    "crop32": ("tex-pre on 32 px crops, 80 steps per epoch instead of 20 (about the same time)",
+               {**TEX_PRE, "train.crop": 32, "train.steps_per_epoch": 80}),
+    "ft2x": ("tex-pre, twice the fine-tuning steps (320)", {**TEX_PRE, "train.epochs": 16}),
+    "ft4x": ("tex-pre, four times the fine-tuning steps (640)", {**TEX_PRE, "train.epochs": 32}),
+    "maxbce": ("tex-pre, + a BCE on each image's most confident pixel (train.loss dice-bce-max)",
+               {**TEX_PRE, "train.loss": "dice-bce-max"}),
+    "crop48-maxbce": ("crop48 with train.loss dice-bce-max",
+                      {**TEX_PRE, "train.crop": 48, "train.steps_per_epoch": 36, "train.loss": "dice-bce-max"}),
+    "pre2x-ft120": ("pre2x, fine-tuned for 120 steps instead of 160 (about the same total time for 10 models)",
+                    {**TEX_PRE, "pretrain.epochs": 24, "train.epochs": 6}),
+})
 
 
 @dataclass(frozen=True)
@@ -96,7 +116,8 @@ class Row:
 
 def row_params(params: Path, overrides: dict) -> Row:
     committed = yaml.safe_load(params.read_text())
-    sections = {"model": dict(committed["model"]), "train": dict(committed["train"])}
+    sections = {"model": dict(committed["model"]), "train": dict(committed["train"]),
+                "pretrain": dict(committed.get("pretrain") or {})}
     other = {}
     for key, value in {**SEED_RECIPE, **BUDGET, **overrides}.items():
         section, name = key.split(".")
@@ -107,7 +128,7 @@ def row_params(params: Path, overrides: dict) -> Row:
     return Row(parse_section(ModelParams, sections["model"], "model"),
                parse_section(TrainParams, sections["train"], "train"),
                other.get("evaluate.tta", "none"), other.get("preprocess.size"),
-               parse_section(PretrainParams, committed.get("pretrain"), "pretrain"))
+               parse_section(PretrainParams, sections["pretrain"], "pretrain"))
 
 
 def size_and_folder(spec: str) -> tuple[int, Path]:
@@ -130,10 +151,16 @@ def prepared_at(size: int | None, default: Path, others: dict[int, Path]) -> Pre
     return Prepared(others[size])
 
 
-@functools.cache
+_PRETRAINED: dict[str, dict] = {}
+
+
 def pretrained(prepared: Prepared, mp: ModelParams, p: PretrainParams) -> dict:
-    """The pretrain stage's weights for this network (once per process; its time is the first row's)."""
-    return pretrain(prepared, mp, p).state_dict
+    """The pretrain stage's weights for this network (once per process and recipe; its time is the first
+    row's that needs it)."""
+    key = repr((prepared.root.resolve(), mp, p))
+    if key not in _PRETRAINED:
+        _PRETRAINED[key] = pretrain(prepared, mp, p).state_dict
+    return _PRETRAINED[key]
 
 
 def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap) -> str:

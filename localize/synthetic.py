@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from localize.params import CLASSIC_BLENDS
+
 
 def random_masks(n: int, size: int, generator: torch.Generator, min_area: float = 0.03,
                  max_area: float = 0.4) -> torch.Tensor:
@@ -38,20 +40,41 @@ def _blur(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
 
 
-def self_blend(real: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fakes and their masks (1 = fake) from real faces (B,3,H,W) in [-1, 1]."""
+# The kinds of donor a self-blend pastes (localize.params.BLENDS). The first three are the original
+# set (and draw the same random numbers as before); `resample` and `noise` add two traces that
+# generative inpainters leave whatever their architecture: texture rebuilt from a coarser grid (a
+# decoder's upsampling) and a noise level that is not the camera's. Neither is a demo generator.
+
+
+def _donor(real: torch.Tensor, i: int, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """The altered copy that self_blend pastes into face `i` of `real` (B,3,H,W) in [-1, 1]."""
+    b = real.shape[0]
+    face = real[i : i + 1]
+    if kind == "blur":  # a smooth fill, as diffusion-style inpainting leaves
+        return _blur(face, int(torch.randint(1, 4, (), generator=generator)) * 2 + 1)[0]
+    if kind == "splice" and b > 1:  # a splice from another face, as blending leaves
+        return real[(i + 1 + int(torch.randint(0, b - 1, (), generator=generator))) % b]
+    if kind == "resample":  # texture rebuilt from a coarser grid, as a decoder's upsampling leaves
+        factor = int(torch.randint(2, 4, (), generator=generator))
+        small = F.interpolate(face, scale_factor=1 / factor, mode="area")
+        return F.interpolate(small, size=face.shape[-2:], mode="bilinear", align_corners=False)[0]
+    if kind == "noise":  # a noise level that is not the camera's: 1-4 grey levels of Gaussian noise
+        sigma = (1 + 3 * torch.rand((), generator=generator)).item() / 127.5
+        return (face[0] + sigma * torch.randn(face.shape[1:], generator=generator).to(face)).clamp(-1, 1)
+    # shift (and a splice with no other face): the same face, shifted and recoloured: texture that does not line up
+    dy, dx = torch.randint(-4, 5, (2,), generator=generator).tolist()
+    gain = 1 + 0.1 * (torch.rand(3, 1, 1, generator=generator) - 0.5)
+    return (torch.roll(real[i], (dy, dx), (1, 2)) * gain.to(real)).clamp(-1, 1)
+
+
+def self_blend(real: torch.Tensor, generator: torch.Generator,
+               kinds: tuple[str, ...] | list[str] = CLASSIC_BLENDS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fakes and their masks (1 = fake) from real faces (B,3,H,W) in [-1, 1]; each donor one of `kinds`."""
     b, _, h, w = real.shape
     soft = random_masks(b, h, generator).to(real.device, real.dtype)
     donor = real.clone()
-    kind = torch.randint(0, 3, (b,), generator=generator)
+    kind = torch.randint(0, len(kinds), (b,), generator=generator)
     for i in range(b):
-        if kind[i] == 0:  # a smooth fill, as diffusion-style inpainting leaves
-            donor[i] = _blur(real[i : i + 1], int(torch.randint(1, 4, (), generator=generator)) * 2 + 1)[0]
-        elif kind[i] == 1 and b > 1:  # a splice from another face, as blending leaves
-            donor[i] = real[(i + 1 + int(torch.randint(0, b - 1, (), generator=generator))) % b]
-        else:  # the same face, shifted and recoloured: texture that does not line up
-            dy, dx = torch.randint(-4, 5, (2,), generator=generator).tolist()
-            gain = 1 + 0.1 * (torch.rand(3, 1, 1, generator=generator) - 0.5)
-            donor[i] = (torch.roll(real[i], (dy, dx), (1, 2)) * gain.to(real)).clamp(-1, 1)
+        donor[i] = _donor(real, i, kinds[int(kind[i])], generator)
     fake = real * (1 - soft) + donor * soft
     return fake, (soft > 0.5).to(real.dtype)

@@ -38,7 +38,7 @@ from localize.distributed import SINGLE, Ranks
 from localize.inference import iter_probs_with_masks
 from localize.metrics import binarize, iou_per_image, selection_score
 from localize.models import PATCH_ARCHS, ModelParams, build_model
-from localize.params import TrainParams
+from localize.params import CLASSIC_BLENDS, TrainParams
 from localize.runtime import Runtime, autocast
 from localize.saved_model import _first_line, save_file
 from localize.supervision import check_weak_data, training_loss, weak_batches, weak_score_on_valid
@@ -101,9 +101,11 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     fields = dataclasses.asdict(tp)
     for transient in ("source", "device", "threads", "procs", "distribute"):
         fields.pop(transient)
-    for off in ("patience", "max_steps"):  # unset, they leave the key (and so old checkpoints) as they were
+    for off in ("patience", "max_steps", "crop"):  # unset, they leave the key (and so old checkpoints) as they were
         if fields[off] is None:
             fields.pop(off)
+    if fields["blends"] == list(CLASSIC_BLENDS):
+        fields.pop("blends")
     if data_parallel > 1:
         fields["data_parallel"] = data_parallel
     blob = json.dumps(
@@ -147,6 +149,7 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
     rng = np.random.default_rng(seed)
     flips = torch.Generator().manual_seed(seed)  # flips and self-blends, in draw order
     degrades = np.random.default_rng([seed, 1])  # its own stream: degrade 0 changes no other draw
+    crops = np.random.default_rng([seed, 2])  # likewise for train.crop
     n_synthetic, n_real = round(tp.batch_size * tp.synthetic), round(tp.batch_size * tp.real)
     n_fake = tp.batch_size - n_synthetic - n_real
     order = epoch_indices(len(fakes), steps * n_fake, rng) if n_fake else None  # none: pretraining
@@ -163,7 +166,7 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
         if n_synthetic:
             real, _ = reals.gather(real_order[step * n_synthetic : (step + 1) * n_synthetic])
             real = degrade_batch(real, tp.degrade, degrades)
-            x_syn, y_syn = self_blend(to_input(real, device), flips)
+            x_syn, y_syn = self_blend(to_input(real, device), flips, tp.blends)
             xs.append(x_syn)
             ys.append(y_syn)
         if n_real:
@@ -175,7 +178,22 @@ def epoch_batches(fakes: ArrayPool, reals: ArrayPool, tp: TrainParams, split: st
         y = torch.cat(ys) if len(ys) > 1 else ys[0]
         if tp.augment == "flip":
             x, y = apply_flips(x, y, flip_draws(tp.batch_size, flips))
+        if tp.crop is not None:
+            x, y = random_crops(x, y, tp.crop, crops)
         yield x, y
+
+
+def random_crops(x: torch.Tensor, y: torch.Tensor, side: int, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A `side` x `side` crop of every image of the batch and of its target, each at its own offset."""
+    h, w = x.shape[-2:]
+    if side > min(h, w):
+        raise ValueError(f"train.crop = {side} is larger than the {h}x{w} training images; "
+                         f"use at most {min(h, w)} or null")
+    tops, lefts = rng.integers(0, h - side + 1, len(x)), rng.integers(0, w - side + 1, len(x))
+    crop = [(slice(None), slice(t, t + side), slice(v, v + side)) for t, v in zip(tops.tolist(), lefts.tolist())]
+    return (torch.stack([a[c] for a, c in zip(x, crop)]).contiguous(memory_format=torch.channels_last),
+            torch.stack([a[c] for a, c in zip(y, crop)]))
 
 
 def mean_iou(model: torch.nn.Module, pairs: Pairs, rt: Runtime, batch_size: int, ranks: Ranks = SINGLE) -> float:

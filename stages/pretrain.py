@@ -32,7 +32,8 @@ def as_train_params(p: PretrainParams) -> TrainParams:
     """The training loop's view of a pretraining run: batches of self-blends and plain reals only."""
     return TrainParams(source="pretrain", epochs=p.epochs, steps_per_epoch=p.steps_per_epoch,
                        batch_size=p.batch_size, lr=p.lr, weight_decay=0.0, loss=p.loss, augment="flip",
-                       synthetic=1 - p.real, real=p.real, schedule="cosine", supervision="full", degrade=0.0,
+                       synthetic=1 - p.real, blends=p.blends, real=p.real, schedule="cosine", supervision="full",
+                       degrade=0.0,
                        seed=p.seed, device=p.device, precision=p.precision, threads=None, procs=1,
                        distribute="data", init="scratch")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from localize.losses import dice_bce_loss, dice_loss, soft_dice
+from localize.losses import dice_bce_loss, dice_bce_max_loss, dice_loss, max_pixel_bce, soft_dice
 from localize.metrics import (
     PixelHistogram,
     bootstrap_aucs,
@@ -169,3 +169,21 @@ def test_bootstrap_aucs_equal_the_auc_of_each_resampled_set():
     fast = bootstrap_aucs(pos, neg, pos_res, neg_res)
     slow = [roc_auc(np.r_[pos[p], neg[n]], np.r_[np.ones(7), np.zeros(4)]) for p, n in zip(pos_res, neg_res)]
     assert np.allclose(fast, slow)
+
+
+def test_max_pixel_bce_by_hand():
+    """Two 2x2 maps: a real face whose peak logit is 0 (BCE log 2) and a fake whose peak is ln 3
+    (p = 0.75, BCE -ln 0.75); the mean is their average."""
+    logits = torch.tensor([[[[-5.0, 0.0], [-5.0, -5.0]]], [[[math.log(3), -1.0], [-2.0, -3.0]]]])
+    target = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 1.0]]]])
+    expected = (math.log(2) - math.log(0.75)) / 2
+    assert max_pixel_bce(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert dice_bce_max_loss(logits, target).item() == pytest.approx(
+        dice_bce_loss(logits, target).item() + expected, rel=1e-6)
+
+
+def test_max_pixel_bce_sends_a_real_face_gradient_to_its_peak_pixel_only():
+    logits = torch.tensor([[[[-3.0, 2.0], [-1.0, -4.0]]]], requires_grad=True)
+    max_pixel_bce(logits, torch.zeros(1, 1, 2, 2)).backward()
+    grad = logits.grad.flatten().tolist()
+    assert grad[1] > 0 and grad[0] == grad[2] == grad[3] == 0  # only the stray pixel is pushed down

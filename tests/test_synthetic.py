@@ -1,5 +1,6 @@
 """Self-blended training fakes: the label matches what changed, and training uses them."""
 
+import pytest
 import torch
 from conftest import recipe
 
@@ -34,8 +35,8 @@ def test_training_learns_from_self_blended_fakes(prepared, tmp_path, monkeypatch
 
     seen = []
 
-    def spy(real, generator):
-        fake, label = synthetic.self_blend(real, generator)
+    def spy(real, generator, kinds):
+        fake, label = synthetic.self_blend(real, generator, kinds)
         seen.append((real.clone(), fake, label))
         return fake, label
 
@@ -51,3 +52,42 @@ def test_training_learns_from_self_blended_fakes(prepared, tmp_path, monkeypatch
         inside = label.expand_as(fake) == 1
         assert (fake[inside] != real[inside]).float().mean() > 0.5
     assert out["alpha"].history[0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", ["blur", "splice", "shift", "resample", "noise"])
+def test_each_kind_of_self_blend_changes_pixels_only_under_its_soft_mask(kind):
+    """Every kind pastes an altered donor: the fake differs from the real face inside the mask, and
+    is the real face exactly where the soft mask is 0."""
+    from localize.synthetic import self_blend
+
+    g = torch.Generator().manual_seed(3)
+    real = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1  # texture everywhere, so blur and resample change it
+    fake, label = self_blend(real, torch.Generator().manual_seed(0), [kind])
+    assert fake.shape == real.shape and label.shape == (4, 1, 32, 32)
+    changed = (fake - real).abs().amax(1, keepdim=True) > 1e-6
+    assert (label.flatten(1).sum(1) > 0).all()
+    assert changed[label.bool()].float().mean() > 0.9, f"{kind}: the donor must differ inside the mask"
+    far = torch.nn.functional.max_pool2d(label, 7, 1, 3) == 0  # well outside the soft edge
+    assert not changed[far].any(), f"{kind}: pixels outside the mask must stay the real face's"
+
+
+def test_the_classic_kinds_draw_as_before():
+    """`blends: [blur, splice, shift]` (the default before resample and noise) gives the same fakes as
+    the default call: configurations that do not name the new kinds keep their bytes."""
+    from localize.params import CLASSIC_BLENDS
+    from localize.synthetic import self_blend
+
+    real = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    a = self_blend(real, torch.Generator().manual_seed(5))
+    b = self_blend(real, torch.Generator().manual_seed(5), list(CLASSIC_BLENDS))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_unknown_blend_kinds_are_refused_with_the_allowed_ones():
+    from localize.config import ParamsError, parse_section
+    from localize.params import PretrainParams
+
+    with pytest.raises(ParamsError, match="blur, splice, shift, resample, noise"):
+        parse_section(PretrainParams, {"blends": ["blur", "lama"]}, "pretrain")
+    with pytest.raises(ParamsError, match="distinct"):
+        parse_section(PretrainParams, {"blends": []}, "pretrain")

@@ -17,10 +17,10 @@ CPU = torch.device("cpu")
 
 
 def batches(prepared_dir, synthetic: float, steps: int = 3, real: float = 0.0, augment: str = "flip",
-            ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            crop: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     prepared = Prepared(prepared_dir)
     tp = parse_section(TrainParams, {"batch_size": 8, "synthetic": synthetic, "real": real, "seed": 3,
-                                     "augment": augment}, "train")
+                                     "augment": augment, "crop": crop}, "train")
     fakes = ArrayPool([prepared.arrays("alpha", "train"), prepared.arrays("beta", "train")])
     reals = ArrayPool([prepared.arrays(REAL, "train")])
     return list(epoch_batches(fakes, reals, tp, "no-gamma", epoch=2, steps=steps, device=CPU))
@@ -90,3 +90,28 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert rates[-1] < 1e-5
     constant = parse_section(TrainParams, {"lr": 0.01, "schedule": "constant"}, "train")
     assert {learning_rate(constant, step, 100) for step in range(100)} == {0.01}
+
+
+def test_crops_cut_each_image_and_its_mask_at_one_offset(prepared):
+    """train.crop: every batch image is a crop of the whole-image batch, and its target the same crop
+    of the whole target (found by searching every offset); at least two offsets differ."""
+    whole = batches(prepared, synthetic=0.25, real=0.25)
+    cropped = batches(prepared, synthetic=0.25, real=0.25, crop=8)
+    offsets = set()
+    for (x, y), (xc, yc) in zip(whole, cropped, strict=True):
+        assert xc.shape == (8, 3, 8, 8) and yc.shape == (8, 1, 8, 8)
+        for a, b, ca, cb in zip(x, y, xc, yc):
+            found = [(t, v) for t in range(9) for v in range(9)
+                     if torch.equal(a[:, t : t + 8, v : v + 8], ca) and torch.equal(b[:, t : t + 8, v : v + 8], cb)]
+            assert found, "a crop must be a window of the whole image, with the same window of its mask"
+            offsets.add(found[0])
+    assert len(offsets) > 1
+
+
+def test_crop_null_leaves_the_batches_as_they_were_and_too_large_a_crop_is_refused(prepared):
+    a, b = batches(prepared, synthetic=0.25), batches(prepared, synthetic=0.25, crop=None)
+    assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="train.crop = 32 is larger than the 16x16 training images"):
+        batches(prepared, synthetic=0.0, crop=32)
+    with pytest.raises(ParamsError, match="crop must be null"):
+        parse_section(TrainParams, {"crop": 4}, "train")
