@@ -1,4 +1,5 @@
-"""The spread over training seeds: mean ± std of every cell over experiments that differ only in `train.seed`.
+"""The spread over seeds: mean ± std of every cell over experiments that differ only in `train.seed`
+(and `pretrain.seed`, which the table's header then names beside it).
 
     dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start -j 1    # wait: dvc queue status
     python -m tools.seed_spread --out metrics/reference/seeds $(dvc exp ls --name-only)
@@ -98,7 +99,9 @@ def load_run(name: str, rev: str) -> dict:
     seed = train.get("seed") if isinstance(train, dict) else None
     if not isinstance(seed, int) or isinstance(seed, bool):
         fail(f"{where}: params.yaml has no integer train.seed")
-    return {"iou": iou, "summary": summary, "seed": seed}
+    pretrain = params.get("pretrain") if isinstance(params, dict) else None
+    pretrain_seed = pretrain.get("seed") if isinstance(pretrain, dict) else None  # None: no pretrain section
+    return {"iou": iou, "summary": summary, "seed": seed, "pretrain_seed": pretrain_seed}
 
 
 def experiment_commits() -> dict[str, str]:
@@ -127,15 +130,24 @@ def spread(runs: dict[str, dict]) -> dict:
                 "values": values}
 
     return {"seeds": {name: r["seed"] for name, r in runs.items()},
+            "pretrain_seeds": {name: r.get("pretrain_seed") for name, r in runs.items()},
             "cells": {s: {g: stats(v) for g, v in row.items()} for s, row in cells.items()},
             "headline": {k: stats(v) for k, v in head.items()}}
+
+
+def seeds_line(result: dict) -> str:
+    """`training seeds [0, 1, 2]`, or, where the pretraining seed varied too, both seeds of each run."""
+    pretrain = result.get("pretrain_seeds") or {}
+    if len(set(pretrain.values())) <= 1:
+        return f"training seeds {sorted(result['seeds'].values())}"
+    pairs = sorted((result["seeds"][name], pretrain[name]) for name in result["seeds"])
+    return "seeds (train.seed / pretrain.seed) " + ", ".join(f"{t} / {p}" for t, p in pairs)
 
 
 def markdown(result: dict) -> str:
     cells = result["cells"]
     gens = [g for g in next(iter(cells.values())) if g != "mean"]
-    lines = [f"IoU ×100, mean ± std over training seeds {sorted(result['seeds'].values())} "
-             "(everything else equal).", "",
+    lines = [f"IoU ×100, mean ± std over {seeds_line(result)} (everything else equal).", "",
              "| trained on | " + " | ".join(gens) + " | mean |", "|---" * (len(gens) + 2) + "|"]
     for split, row in cells.items():
         fmt = [f"{100 * row[g]['mean']:.1f} ± {100 * (row[g]['std'] or 0):.1f}" if row[g]["mean"] is not None
