@@ -328,6 +328,7 @@ class TextureParams:
     learning_rate: float = 0.2
     leaves: int = 63  # max leaf nodes per tree
     smooth: int = 5  # side of the box filter over the probability map (1 = none)
+    stride: int = 2  # classify every stride-th pixel and row, interpolate between (1 = every pixel)
     seed: int = 0
 
     def validate(self) -> None:
@@ -341,6 +342,8 @@ class TextureParams:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}")
         if not 2 <= self.leaves <= 255:
             raise ValueError(f"leaves must be in [2, 255], got {self.leaves}")
+        if not 1 <= self.stride <= 8:
+            raise ValueError(f"stride must be in [1, 8], got {self.stride}")
         if self.smooth < 1 or self.smooth % 2 == 0:
             raise ValueError(f"smooth must be an odd number >= 1, got {self.smooth}")
         if self.seed < 0:

@@ -78,21 +78,39 @@ def fit(fakes: Pairs, reals: Pairs, p: TextureParams) -> HistGradientBoostingCla
     return model.fit(x, y)
 
 
-def probability_maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int) -> Iterator[np.ndarray]:
-    """Per batch of `images`, the smoothed fake-probability maps, float32 (B, H, W)."""
+def interpolate_grid(coarse: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 1, h, w) values at pixels (stride·i, stride·j) -> (B, 1, *size): exact linear interpolation
+    between them, the last row and column carried to the border."""
+    if stride == 1:
+        return coarse
+    h, w = coarse.shape[-2:]
+    fine = F.interpolate(coarse, size=(stride * (h - 1) + 1, stride * (w - 1) + 1), mode="bilinear",
+                         align_corners=True)
+    return F.pad(fine, (0, size[1] - fine.shape[-1], 0, size[0] - fine.shape[-2]), mode="replicate")
+
+
+def probability_maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int,
+                     stride: int = 1) -> Iterator[np.ndarray]:
+    """Per batch of `images`, the smoothed fake-probability maps, float32 (B, H, W).
+
+    `stride` > 1 classifies every stride-th pixel of every stride-th row (the features are still
+    computed at every pixel) and interpolates between them: stride² fewer predictions, the cost
+    of this baseline, for a map that the box filter smooths anyway.
+    """
     for _, batch in _batches(images):
-        f = features(batch)
+        f = features(batch)[:, ::stride, ::stride]
         b, h, w, k = f.shape
         prob = model.predict_proba(f.reshape(-1, k))[:, 1].reshape(b, 1, h, w).astype(np.float32)
+        prob = interpolate_grid(torch.from_numpy(prob), stride, batch.shape[1:3])
         if smooth > 1:
             pad = smooth // 2
-            prob = F.avg_pool2d(F.pad(torch.from_numpy(prob), (pad,) * 4, mode="replicate"), smooth, 1).numpy()
-        yield prob[:, 0]
+            prob = F.avg_pool2d(F.pad(prob, (pad,) * 4, mode="replicate"), smooth, 1)
+        yield prob.numpy()[:, 0]
 
 
-def maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int) -> np.ndarray:
+def maps(model: HistGradientBoostingClassifier, images: np.ndarray, smooth: int, stride: int = 1) -> np.ndarray:
     """All smoothed maps of `images` at once, float32 (N, H, W)."""
-    out = list(probability_maps(model, images, smooth))
+    out = list(probability_maps(model, images, smooth, stride))
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
 

@@ -39,14 +39,16 @@ def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> 
     valid = [prepared.arrays(g, "valid") for g in generators if prepared.has(g, "valid")]
     if not valid:
         raise ValueError(f"texture: no valid fakes of {', '.join(generators)} to choose a threshold on")
-    threshold = choose_threshold([maps(model, images, p.smooth) for images, _ in valid], [m for _, m in valid])
+    valid_maps = [maps(model, images, p.smooth, p.stride) for images, _ in valid]
+    threshold = choose_threshold(valid_maps, [m for _, m in valid])
     out = {"threshold": np.float64(threshold)}
     for gen in prepared.generators:
         if prepared.has(gen, "test"):
             images, masks = prepared.arrays(gen, "test")
-            out[f"iou/{gen}"] = iou_per_image(maps(model, images, p.smooth) >= threshold, np.asarray(masks) != 0)
+            flagged = maps(model, images, p.smooth, p.stride) >= threshold
+            out[f"iou/{gen}"] = iou_per_image(flagged, np.asarray(masks) != 0)
     if prepared.has(REAL, "test"):
-        real = maps(model, prepared.arrays(REAL, "test")[0], p.smooth) >= threshold
+        real = maps(model, prepared.arrays(REAL, "test")[0], p.smooth, p.stride) >= threshold
         out["real_flagged"] = real.reshape(len(real), -1).mean(1)
     out["seconds"] = np.float64(time.perf_counter() - started)
     return out

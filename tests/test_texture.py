@@ -13,7 +13,7 @@ from localize.demo.generators import jpeg_round_trip
 from localize.evaluation import Bootstrap
 from localize.params import TextureParams
 from localize.residuals import FEATURES, NAMES, residual_features
-from localize.texture import choose_threshold, fit, maps
+from localize.texture import choose_threshold, fit, interpolate_grid, maps
 
 
 def _noisy_square(rng: np.random.Generator, n: int, size: int = 24) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,34 @@ def test_choose_threshold_picks_the_best_valid_iou():
     assert choose_threshold([prob], [truth]) == pytest.approx(0.35)
 
 
-@pytest.mark.parametrize("bad", [{"pixels": 10}, {"real": 1.0}, {"smooth": 4}, {"leaves": 1}, {"iterations": 0}])
+def test_interpolate_grid_is_exact_on_a_linear_ramp_and_keeps_the_classified_pixels():
+    """Values at every 2nd (or 3rd) pixel of a plane a + b·y + c·x come back as the whole plane, the
+    border beyond the last classified row and column carried over from it."""
+    ys, xs = torch.meshgrid(torch.arange(7.0), torch.arange(7.0), indexing="ij")
+    plane = (1 + 2 * ys + 3 * xs)[None, None]
+    for stride in (2, 3):
+        coarse = plane[..., ::stride, ::stride]
+        fine = interpolate_grid(coarse, stride, (7, 7))
+        covered = stride * (coarse.shape[-1] - 1) + 1
+        assert torch.allclose(fine[..., :covered, :covered], plane[..., :covered, :covered])
+        assert torch.equal(fine[..., ::stride, ::stride], coarse)
+        assert torch.equal(fine[..., covered:, :], fine[..., covered - 1 : covered, :].expand(-1, -1, 7 - covered, -1))
+    assert interpolate_grid(plane, 1, (7, 7)) is plane
+
+
+def test_a_strided_texture_map_agrees_with_the_full_one_where_it_classifies():
+    """stride 2 classifies the same features at the even pixels: there, before smoothing, both maps
+    hold the same probability."""
+    train = _noisy_square(np.random.default_rng(5), 6)
+    p = TextureParams(pixels=2000, real=0.0, iterations=5, learning_rate=0.3, leaves=7, smooth=1, seed=0)
+    model = fit([train], [], p)
+    full, strided = maps(model, train[0], 1, 1), maps(model, train[0], 1, 2)
+    assert strided.shape == full.shape
+    assert np.allclose(strided[:, ::2, ::2], full[:, ::2, ::2], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [{"pixels": 10}, {"real": 1.0}, {"smooth": 4}, {"leaves": 1}, {"iterations": 0},
+                                 {"stride": 0}, {"stride": 9}])
 def test_texture_params_are_bounded(bad):
     base = dict(pixels=80000, real=0.25, iterations=300, learning_rate=0.1, leaves=31, smooth=5, seed=0)
     with pytest.raises(ValueError, match=next(iter(bad))):
