@@ -100,8 +100,6 @@ ROWS.update({
                {**TEX_PRE, "train.loss": "dice-bce-max"}),
     "crop48-maxbce": ("crop48 with train.loss dice-bce-max",
                       {**TEX_PRE, "train.crop": 48, "train.steps_per_epoch": 36, "train.loss": "dice-bce-max"}),
-    "pre2x-ft120": ("pre2x, fine-tuned for 120 steps instead of 160 (about the same total time for 10 models)",
-                    {**TEX_PRE, "pretrain.epochs": 24, "train.epochs": 6}),
 })
 
 

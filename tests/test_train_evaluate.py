@@ -109,22 +109,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, mo
     whole = run_train(prepared, tmp_path / "whole", source="alpha")["alpha"]
 
     # Kill the run at the start of epoch 3, after the epoch-2 checkpoint was written.
-    real_flip = training.apply_flips
-    calls = {"n": 0}
-
-    def dying_flip(*args):
-        calls["n"] += 1
-        if calls["n"] > 2 * TINY["steps_per_epoch"]:
-            raise KeyboardInterrupt
-        return real_flip(*args)
-
-    monkeypatch.setattr("localize.training.apply_flips", dying_flip)
-    with pytest.raises(KeyboardInterrupt):
-        run_train(prepared, tmp_path / "cut", source="alpha")
+    checkpointed_run(prepared, tmp_path / "cut", monkeypatch)
     assert not (tmp_path / "cut" / "models").exists(), "a killed run leaves no models"
     assert len(resume_files(tmp_path / "cut" / "ckpt", "alpha")) == 1
 
-    monkeypatch.setattr("localize.training.apply_flips", real_flip)
     resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
     assert resumed.history == whole.history
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)

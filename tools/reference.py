@@ -41,28 +41,30 @@ def read_overrides(path: Path) -> list[str]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip() or not value.strip() or " " in key.strip():
-            raise ValueError(f"{path}:{number}: {raw!r} is not `key=value`")
-        if key.strip().startswith("-"):
-            raise ValueError(f"{path}:{number}: {raw!r}: a key cannot start with '-'")
-        overrides.append(f"{key.strip()}={value.strip()}")
+        overrides.append(override(line, f"{path}:{number}: {raw!r}"))
     return overrides
+
+
+def override(text: str, where: str, spaces_in_key: bool = False) -> str:
+    """`text` as a `key=value` override for `dvc exp run -S`, stripped; a clear error names `where`."""
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key or not value or (" " in key and not spaces_in_key):
+        raise ValueError(f"{where} is not `key=value`")
+    if key.startswith("-"):
+        raise ValueError(f"{where}: a key cannot start with '-'")
+    return f"{key}={value}"
 
 
 def with_sets(overrides: list[str], sets: list[str]) -> list[str]:
     """`overrides` with each `key=value` of `sets` in place of the same key's line (or added at the end)."""
     out = list(overrides)
     for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"--set {item!r} is not `key=value`")
-        if key.strip().startswith("-"):
-            raise ValueError(f"--set {item!r}: a key cannot start with '-'")
+        line = override(item, f"--set {item!r}", spaces_in_key=True)
+        key = line.partition("=")[0]
         keys = [o.partition("=")[0] for o in out]
-        line = f"{key.strip()}={value.strip()}"
-        if key.strip() in keys:
-            out[keys.index(key.strip())] = line
+        if key in keys:
+            out[keys.index(key)] = line
         else:
             out.append(line)
     return out
