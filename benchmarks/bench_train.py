@@ -502,7 +502,8 @@ def run_train_stage(prepared: Path, work: Path, args: argparse.Namespace) -> tup
     params.write_text(yaml.safe_dump({
         "model": {"arch": args.arch, "width": args.width},
         "train": {"source": "all", "epochs": 1, "steps_per_epoch": args.steps, "batch_size": args.batch,
-                  "precision": args.precision},
+                  # the train stage alone: no pretrain file, and the fabricated tree has no real faces
+                  "precision": args.precision, "init": "scratch", "real": 0.0},
     }))
     cmd = [sys.executable, "-m", "stages.train", "--prepared", str(prepared),
            "--models", str(work / "models"), "--live", str(work / "dvclive"),

@@ -146,7 +146,9 @@ def write_params(work: Path, root: Path, size: int, steps: int, batch: int) -> N
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["root"] = str(root)
     params["preprocess"]["size"] = size
-    params["train"].update(source="lama", epochs=1, steps_per_epoch=steps, batch_size=batch)
+    # init scratch: the train stage is timed alone (the pretrain stage is another stage; where a
+    # model starts does not change what a step costs).
+    params["train"].update(source="lama", epochs=1, steps_per_epoch=steps, batch_size=batch, init="scratch")
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -157,12 +159,13 @@ def step_rate(prepared: Path, steps: int, batch: int, arch: str = "unet-hp") -> 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from benchmarks.bench_train import train_step  # the step exactly as localize.training.fit takes it
     from localize.batches import ArrayPool, to_input, to_target
     from localize.config import parse_section
     from localize.losses import LOSSES
     from localize.models import ModelParams, build_model
     from localize.prepared import Prepared
-    from localize.runtime import autocast, pick_precision, setup_threads
+    from localize.runtime import pick_precision, setup_threads
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     threads = setup_threads(None)
@@ -177,13 +180,7 @@ def step_rate(prepared: Path, steps: int, batch: int, arch: str = "unet-hp") -> 
 
     def one_step():
         images, masks = pool.gather(np.sort(rng.integers(0, len(pool), batch)))
-        x, y = to_input(images), to_target(masks)
-        with autocast(device, precision):
-            logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, loss_fn, to_input(images), to_target(masks), device, precision)
 
     with FlopCounterMode(display=False) as counter:
         one_step()  # also the warm-up
