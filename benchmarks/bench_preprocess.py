@@ -40,8 +40,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from stages import index as index_stage  # noqa: E402
-from stages import preprocess  # noqa: E402
+from localize import indexing, preprocessing  # noqa: E402
+from localize.runtime import available_cores  # noqa: E402
 
 FOLDERS = ("repaint-p2-9k", "lama", "ldm", "pluralistic")
 SPLIT_SHARES = (("train", 0.8), ("valid", 0.1), ("test", 0.1))
@@ -216,7 +216,7 @@ def main() -> None:
         for p in files:  # warm the page cache, so both contenders read from memory
             Path(p).read_bytes()
 
-        workers = preprocess.resolve_workers(args.workers)
+        workers = args.workers or available_cores()  # 0 = every core, as the stages read it
         cores_before = free_cores(workers)
         stall0 = cpu_stall_total()
         cpu0 = cpu_seconds()
@@ -226,12 +226,12 @@ def main() -> None:
         with PeakRSS() as rss:
             cpu0 = cpu_seconds()
             start = time.perf_counter()
-            index_stage.run(root, tmp / "index.csv", tmp / "problems.csv", tmp / "data.json",
-                            index_stage.IndexParams(workers=args.workers))
+            indexing.run(root, tmp / "index.csv", tmp / "problems.csv", tmp / "data.json",
+                         indexing.IndexParams(workers=args.workers))
             t_index = time.perf_counter() - start
             start = time.perf_counter()
-            preprocess.run(tmp / "index.csv", tmp / "prepared",
-                           preprocess.PreprocessParams(size=args.size, workers=args.workers))
+            preprocessing.run(tmp / "index.csv", tmp / "prepared",
+                              preprocessing.PreprocessParams(size=args.size, workers=args.workers))
             t_pre = time.perf_counter() - start
             cpu_stages = cpu_seconds() - cpu0  # workers are reaped by now, so their time is counted
         cores_after = free_cores(workers)
