@@ -31,5 +31,10 @@ def ordered_map(func: Callable[[Any], Any], tasks: Sequence[Any], workers: int, 
         yield from map(func, tasks)
         return
     chunksize = max(1, min(max_chunk, len(tasks) // (workers * 8)))
-    with multiprocessing.Pool(workers, initializer=_worker_start, initargs=(initializer,)) as pool:
+    # Workers come from a fork server, a fresh single-threaded process, never from a fork of this
+    # one: a fork copies locks held by this process's other threads (OpenMP's and OpenCV's pools
+    # after any torch or cv2 call, tqdm's monitor, a test runner's), and a worker that then takes
+    # one waits forever. Python 3.14 makes this the default on Linux for that reason.
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(workers, initializer=_worker_start, initargs=(initializer,)) as pool:
         yield from pool.imap(func, tasks, chunksize=chunksize)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +34,24 @@ TINY = {
 DEMO_GENERATORS = ["biharmonic-jpeg", "navier-stokes", "patchmatch", "poisson", "telea"]
 
 
+COMMAND_TIMEOUT = 600  # seconds; every command here takes under 70 s on 2 cores
+
+
 def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    """Run a command; fail the test with its output if it fails, or if it hangs past COMMAND_TIMEOUT.
+
+    In its own session, so a hung command is killed with every process it started (DVC's stages,
+    their workers), and one hang costs one failed test, not the whole run."""
+    with subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            pytest.fail(f"{' '.join(args)} still ran after {COMMAND_TIMEOUT} s, killed:\n"
+                        f"{stdout[-3000:]}\n{stderr[-3000:]}")
+    proc = subprocess.CompletedProcess(args, child.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -121,20 +139,29 @@ def test_metrics_show_prints_the_headline_at_a_glance(table):
     assert max(len(line) for line in out.splitlines()) <= 200
 
 
+def queue_logs(project: Path, status: str) -> str:
+    """The log's tail of every task in `dvc queue status` that did not succeed: why it failed or hangs."""
+    tasks = [line.split()[0] for line in status.splitlines()[1:]
+             if line.split() and "Success" not in line]
+    return "\n".join(f"--- {task}:\n{dvc(project, 'queue', 'logs', task, check=False).stdout[-3000:]}"
+                     for task in tasks)
+
+
 def test_queued_experiments_run_in_parallel_workers(table):
     project = table
     dvc(project, "exp", "run", "--queue", "-S", "train.source=telea,poisson")
     dvc(project, "queue", "start", "-j", "2")
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + COMMAND_TIMEOUT
         while time.monotonic() < deadline:
             status = dvc(project, "queue", "status").stdout
             if not re.search(r"\b(Queued|Running)\b", status):
                 break
             time.sleep(2)
-        assert status.count("Success") == 2, status
-    finally:
-        dvc(project, "queue", "stop")  # a worker otherwise stays alive
+        if status.count("Success") != 2:
+            pytest.fail(f"{status}\n{queue_logs(project, status)}")
+    finally:  # a worker otherwise stays alive, and a task still running would outlive the test
+        dvc(project, "queue", "stop", "--kill", check=False)
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     runs = [run["data"] for rev in shown for exp in rev.get("experiments") or [] for run in exp["revs"]]
     assert sorted(r["params"]["params.yaml"]["data"]["train"]["source"] for r in runs) == ["poisson", "telea"]
