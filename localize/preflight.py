@@ -21,6 +21,7 @@ writes (a temporary whose writer is alive is locked, and never touched).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -62,11 +63,30 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def _exit_outside_finalizers(previous_hook):
+    """An unraisable-exception hook that lets a SIGTERM landing in a finalizer end the program.
+
+    A finalizer (a generator that the garbage collector closes, as tqdm's progress bars are; a
+    `__del__`) cannot pass an exception on: Python prints the SIGTERM's SystemExit as "Exception
+    ignored in ... Traceback" and goes on running. So the exit is raised again 10 ms later, by an
+    alarm, at the main thread's next step outside the finalizer. (A signal raised from this hook
+    itself is handled at once, inside the hook, and ignored the same way.)
+    """
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == 128 + signal.SIGTERM:
+            signal.signal(signal.SIGALRM, lambda signum, frame: _exit_on_sigterm(signal.SIGTERM, frame))
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+        else:
+            previous_hook(unraisable)
+    return hook
+
+
 def check_and_clear(params: str | Path = "params.yaml", paths: Iterable[str | Path] = ()) -> None:
     """A stage's first step: every params section checked, stale temporaries next to `paths` and in the
     system's temp dir removed, and SIGTERM made an orderly exit."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        sys.unraisablehook = _exit_outside_finalizers(sys.unraisablehook)
     check_params(params)
     remove_stale(Path(p).parent for p in paths)
     remove_stale_temp_dirs(TEMP_KINDS)

@@ -13,8 +13,9 @@ def _worker_start(initializer: Callable[[], None] | None) -> None:
     # the pool, so workers ignore it rather than each printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pool stops its workers with SIGTERM when it closes: they must die at once. A stage's own
-    # handler (an orderly exit, localize.preflight), inherited through fork, would have a worker
-    # unwind while a sibling holds the task queue's lock, and the pool would wait for it forever.
+    # handler (an orderly exit, localize.preflight) would have a worker unwind while a sibling holds
+    # the task queue's lock, and the pool would wait for it forever. Workers come from a fork server
+    # and do not inherit it; the reset is a safeguard, should that ever change.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if initializer is not None:
         initializer()

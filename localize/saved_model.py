@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
 import re
 import shutil
@@ -70,9 +71,16 @@ class SavedModel:
 
 def save_file(obj: Any, path: str | Path) -> None:
     """torch.save, with an error that names the file and says why (a full disk gives torch's
-    "enforce fail ... unexpected pos", which names neither)."""
+    "enforce fail ... unexpected pos", which names neither).
+
+    Serialized to memory first: torch names the archive's inner folder after the file it writes,
+    and a stage writes through a random temporary name (localize.atomic), so saving to the path
+    would give other bytes on every run and DVC would rerun everything downstream.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     try:
-        torch.save(obj, path)
+        Path(path).write_bytes(buffer.getbuffer())
     except (RuntimeError, OSError) as e:
         try:
             free = f"; {shutil.disk_usage(Path(path).parent).free:,} bytes free there"

@@ -7,7 +7,7 @@ per-pixel classifier of localize/texture.py on that split's training pixels, cho
 threshold on the split's valid fakes, and score every test generator and the real test
 faces. Writes, per split, data/texture/<split>.npz: per-image IoU of each test generator
 (`iou/<generator>`), the flagged pixels of each real test face (`real_flagged`), the
-threshold and the fit time. The evaluate stage turns them into the table's `texture` rows,
+threshold. The evaluate stage turns them into the table's `texture` rows,
 with the same bootstrap intervals as every model's cells.
 """
 
@@ -33,7 +33,6 @@ from localize.texture import choose_threshold, fit, maps
 
 def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> dict[str, np.ndarray]:
     """One split's texture model, fit, thresholded on valid and scored on every test set."""
-    started = time.perf_counter()
     reals = [prepared.arrays(REAL, "train")] if prepared.has(REAL, "train") else []
     model = fit([prepared.arrays(g, "train") for g in generators], reals, p)
     valid = [prepared.arrays(g, "valid") for g in generators if prepared.has(g, "valid")]
@@ -50,7 +49,6 @@ def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> 
     if prepared.has(REAL, "test"):
         real = maps(model, prepared.arrays(REAL, "test")[0], p.smooth, p.stride) >= threshold
         out["real_flagged"] = real.reshape(len(real), -1).mean(1)
-    out["seconds"] = np.float64(time.perf_counter() - started)
     return out
 
 
@@ -63,11 +61,13 @@ def run(prepared_dir: Path, out: Path, source: str, p: TextureParams) -> None:
             if split == FULLY_GENERATED:  # setup A: every pixel fake, no mask to learn a texture from
                 print(f"texture {split}: no baseline (fully generated faces have no masks)")
                 continue
+            started = time.perf_counter()
             scores = score_split(prepared, generators, p)
+            seconds = time.perf_counter() - started  # printed, not saved: the file's bytes are the scores alone
             np.savez(tmp / f"{split}.npz", **scores)
             cells = "  ".join(f"{k[4:]} {100 * v.mean():.1f}" for k, v in scores.items() if k.startswith("iou/"))
             print(f"texture {split:>20}: {cells}  (threshold {float(scores['threshold']):g}, "
-                  f"{float(scores['seconds']):.0f} s)")
+                  f"{seconds:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> None:

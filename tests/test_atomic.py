@@ -127,6 +127,29 @@ def test_sigterm_removes_a_stages_temp_dir_and_the_next_start_removes_a_killed_o
     assert made["KILL"] in remove_stale_temp_dirs(["robustness"]) and not made["KILL"].exists()
 
 
+@pytest.mark.parametrize("finalizer", [
+    "class Closing:\n    def __del__(self):\n        signal.raise_signal(signal.SIGTERM)\nClosing()\n",
+    # tqdm's case: a progress bar's generator, closed by the garbage collector, gets the signal.
+    "def bar():\n    try:\n        yield 1\n    finally:\n        signal.raise_signal(signal.SIGTERM)\n"
+    "next(bar())\n",
+])
+def test_sigterm_inside_a_finalizer_still_ends_the_stage_quietly(tmp_path, finalizer):
+    """Python ignores (and prints) an exception raised in a finalizer: the SIGTERM's exit must still
+    happen, at once and with no traceback, or a DDP rank told to stop by torchrun runs on."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "params.yaml").write_text("{}\n")
+    script = ("import signal, time\nfrom localize.preflight import check_and_clear\n"
+              "check_and_clear('params.yaml')\n"
+              "try:\n" + "".join(f"    {line}\n" for line in finalizer.splitlines())
+              + "    for _ in range(100):\n        time.sleep(0.05)\n    print('ran on', flush=True)\n"
+              "finally:\n    print('cleaned up', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stdout == "cleaned up\n"
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
 def _outputs(root: Path) -> tuple[list[Path], list[Path]]:
     files = [root / "metrics" / "a.json", root / "metrics" / "b.md", root / "plots" / "c.png"]
     return files, [root / "plots" / "overlays"]

@@ -82,3 +82,12 @@ def test_pretrained_file_is_a_saved_model(prepared, tmp_path):
     pretrain.pretrain(Prepared(prepared), MODEL, dataclasses.replace(TINY_PRETRAIN, epochs=0)).save(tmp_path / "p.pt")
     loaded = SavedModel.load(tmp_path / "p.pt")
     assert loaded.model == dataclasses.asdict(MODEL) and loaded.history == []
+
+
+def test_the_pretrained_file_has_the_same_bytes_whatever_its_temporary_name(prepared, tmp_path):
+    """The stage writes through a random temporary name (localize.atomic): the file's bytes must not
+    carry it, or every rebuild of pretrain would rerun all the fine-tunes downstream."""
+    saved = pretrain.pretrain(Prepared(prepared), MODEL, dataclasses.replace(TINY_PRETRAIN, epochs=0))
+    saved.save(tmp_path / ".tmp-one-pretrained.pt")
+    saved.save(tmp_path / "pretrained.pt")
+    assert (tmp_path / ".tmp-one-pretrained.pt").read_bytes() == (tmp_path / "pretrained.pt").read_bytes()

@@ -158,3 +158,16 @@ def test_texture_rows_and_summary_by_hand():
     assert rows[0] == "| _baseline: texture, same generator_ | 60.0 (60.0–60.0) | 40.0 (40.0–40.0) | 50.0 | 75.0 | |"
     assert rows[1] == "| _baseline: texture, held out_ | 40.0 (40.0–40.0) | – | 40.0 | 0.0 | |"
     assert rows[2] == "| _ceiling: visible change_ | 70.0 (70.0–70.0) | 90.0 (90.0–90.0) | 80.0 | 100 | |"
+
+
+def test_the_texture_stage_writes_the_same_bytes_twice(prepared, tmp_path):
+    """Its outputs are a function of data and params alone (no fit time in them), so a rerun leaves
+    DVC's hash of data/texture as it was."""
+    from stages import texture
+
+    p = TextureParams(pixels=2_000, iterations=5, leaves=7, seed=0)
+    texture.run(prepared, tmp_path / "one", "alpha", p)
+    texture.run(prepared, tmp_path / "two", "alpha", p)
+    one, two = (sorted((tmp_path / d).iterdir()) for d in ("one", "two"))
+    assert [f.name for f in one] == ["alpha.npz"]
+    assert [f.read_bytes() for f in one] == [f.read_bytes() for f in two]
