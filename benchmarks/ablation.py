@@ -100,6 +100,9 @@ ROWS.update({
                {**TEX_PRE, "train.loss": "dice-bce-max"}),
     "crop48-maxbce": ("crop48 with train.loss dice-bce-max",
                       {**TEX_PRE, "train.crop": 48, "train.steps_per_epoch": 36, "train.loss": "dice-bce-max"}),
+    "ema9": ("tex-pre, validated and saved as a moving average of its weights, decay 0.9",
+             {**TEX_PRE, "train.ema": 0.9}),
+    "ema97": ("tex-pre, moving average with decay 0.97", {**TEX_PRE, "train.ema": 0.97}),
 })
 
 

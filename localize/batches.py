@@ -46,14 +46,22 @@ class ArrayPool:
 
 def to_input(images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (B,H,W,3) -> float (B,3,H,W) in [-1, 1], channels_last in memory."""
-    x = torch.as_tensor(images).to(device, non_blocking=True)
+    x = _tensor(images).to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
     return x.contiguous(memory_format=torch.channels_last)
 
 
 def to_target(masks: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (B,H,W) with 1 = fake -> float (B,1,H,W)."""
-    return torch.as_tensor(masks).to(device, non_blocking=True).unsqueeze(1).float()
+    return _tensor(masks).to(device, non_blocking=True).unsqueeze(1).float()
+
+
+def _tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+    # A read-only array (memory-mapped prepared data) is copied: torch would share it and warn that
+    # writing through the tensor is undefined. The uint8 copy costs a quarter of the float one after it.
+    if isinstance(array, np.ndarray) and not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array)
 
 
 def flip_draws(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -243,11 +243,16 @@ class TrainParams:
     # Train on random square crops of this side (px) of every batch image, at the same offset in its
     # mask; valid and test images stay whole. A step then costs about (crop / size)^2 of a full one.
     crop: int | None = None
+    # Decay of an exponential moving average of the weights (and BatchNorm statistics), updated
+    # after every step; the average is validated, selected and saved in their place (null: off).
+    ema: float | None = None
 
     def validate(self) -> None:
         check_blends(self.blends)
         if self.crop is not None and not 8 <= self.crop <= MAX_SIZE:
             raise ValueError(f"crop must be null (whole images) or in [8, {MAX_SIZE}], got {self.crop}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema must be null (off) or in (0, 1), e.g. 0.95, got {self.ema}")
         for name in ("epochs", "batch_size", "procs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

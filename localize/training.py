@@ -68,6 +68,7 @@ class Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0  # optimizer steps taken so far
     stopped: str | None = None  # why training ended before its planned budget: "patience" (None: it did not)
+    ema_state: dict[str, torch.Tensor] | None = None  # train.ema: the moving average, to resume it
 
     def record(self, row: dict[str, float], model: torch.nn.Module, last_epoch: bool) -> None:
         self.history.append(row)
@@ -101,7 +102,8 @@ def run_key(split: str, gens: list[str], mp: ModelParams, tp: TrainParams, data_
     fields = dataclasses.asdict(tp)
     for transient in ("source", "device", "threads", "procs", "distribute"):
         fields.pop(transient)
-    for off in ("patience", "max_steps", "crop"):  # unset, they leave the key (and so old checkpoints) as they were
+    # Unset, these leave the key (and so old checkpoints) as they were.
+    for off in ("patience", "max_steps", "crop", "ema"):
         if fields[off] is None:
             fields.pop(off)
     if fields["blends"] == list(CLASSIC_BLENDS):
@@ -230,6 +232,19 @@ def new_model(mp: ModelParams, tp: TrainParams, split: str, device: torch.device
     return model, torch.optim.Adam(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
 
 
+def moving_average(model: torch.nn.Module, decay: float | None, state: dict[str, torch.Tensor] | None
+                   ) -> torch.optim.swa_utils.AveragedModel | None:
+    """train.ema: torch's exponential moving average of `model`'s weights and buffers (BatchNorm's
+    statistics too, so the average validates as it stands), resumed from `state`; None when off."""
+    if decay is None:
+        return None
+    average = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state is not None:
+        average.load_state_dict(state)
+    return average
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress):
     with atomic_file(path) as tmp:
         save_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": vars(progress)},
@@ -345,6 +360,8 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
         progress = Progress()
     elif group.main:
         tqdm.write(f"[{split}] resuming after epoch {progress.epoch} from {checkpoint}")
+    average = moving_average(model, tp.ema, progress.ema_state)
+    selected = average.module if average is not None else model  # what is validated and saved
     for row in progress.history if on_epoch else ():
         on_epoch(row)
     trained = model
@@ -382,16 +399,20 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             total += value
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
         if group.parallel:
             # BatchNorm running statistics as rank 0 has them, so all ranks validate (and save) one model.
-            for buffer in model.buffers():
+            for buffer in [*model.buffers(), *(average.buffers() if average is not None else ())]:
                 torch.distributed.broadcast(buffer, 0)
         # Validation batches no larger than training ones: at 256 px a big batch would set the memory peak.
-        row = {"epoch": epoch, "train_loss": total / steps, **select_scores(model, data, mp, tp, rt, group)}
+        row = {"epoch": epoch, "train_loss": total / steps, **select_scores(selected, data, mp, tp, rt, group)}
         progress.steps += steps
-        progress.record(row, model, last_epoch=epoch == budget.epochs)
+        progress.record(row, selected, last_epoch=epoch == budget.epochs)
+        if average is not None:
+            progress.ema_state = copy.deepcopy(average.state_dict())
         if stop_early(progress, tp.patience) and epoch < budget.epochs:
             progress.stopped = "patience"
         if group.main:
@@ -403,4 +424,4 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
                 save_checkpoint(checkpoint, model, optimizer, progress)
         if on_epoch:
             on_epoch(row)
-    return progress.best_weights(model), progress
+    return progress.best_weights(selected), progress

@@ -234,14 +234,19 @@ def test_a_signal_during_the_final_moves_waits_until_every_output_is_new(tmp_pat
 
     monkeypatch.setattr(atomic.os, "replace", replace)
     old_term = signal.signal(signal.SIGTERM, on_term)
+    # Python's own Ctrl-C handler, whatever this process started with (a shell's background job
+    # starts with SIGINT ignored, and Python then installs none).
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt if sig == "SIGINT" else Terminated), \
                 atomic_outputs(files, dirs) as tmps:
             _write(files, dirs, "new", tmps)
+        handlers_after = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     finally:
         signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
     assert calls["n"] == 8, "every move was made before the signal was delivered"
     assert _tree(tmp_path) == {"metrics/a.json": "new a.json", "metrics/b.md": "new b.md",
                                "plots/c.png": "new c.png", "plots/overlays/0.png": "new overlays"}
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert handlers_after == (signal.default_int_handler, on_term), "the handlers are back as they were"
     assert not [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]

@@ -97,8 +97,9 @@ def test_splits_spread_over_processes_give_the_single_process_models(prepared, t
     assert len(tsv.read_text().splitlines()) == 1 + 2, "rank 0 logs the other rank's curves too"
 
 
-def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path):
-    params = {"source": "alpha", "epochs": 8, "procs": 2}
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_a_killed_ddp_run_resumes_to_the_same_weights(prepared, tmp_path, ema):
+    params = {"source": "alpha", "epochs": 8, "procs": 2, "ema": ema}
     train_cli(prepared, tmp_path / "whole", **params)
     whole = load(tmp_path / "whole", "alpha")
 

@@ -105,22 +105,23 @@ def test_two_runs_give_identical_weights(prepared, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, monkeypatch):
-    whole = run_train(prepared, tmp_path / "whole", source="alpha")["alpha"]
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(prepared, tmp_path, monkeypatch, ema):
+    whole = run_train(prepared, tmp_path / "whole", source="alpha", ema=ema)["alpha"]
 
     # Kill the run at the start of epoch 3, after the epoch-2 checkpoint was written.
-    checkpointed_run(prepared, tmp_path / "cut", monkeypatch)
+    checkpointed_run(prepared, tmp_path / "cut", monkeypatch, ema=ema)
     assert not (tmp_path / "cut" / "models").exists(), "a killed run leaves no models"
     assert len(resume_files(tmp_path / "cut" / "ckpt", "alpha")) == 1
 
-    resumed = run_train(prepared, tmp_path / "cut", source="alpha")["alpha"]
+    resumed = run_train(prepared, tmp_path / "cut", source="alpha", ema=ema)["alpha"]
     assert resumed.history == whole.history
     assert all(torch.equal(resumed.state_dict[k], whole.state_dict[k]) for k in whole.state_dict)
     # Byte for byte: DVC hashes the file, so equal weights in different bytes would rerun evaluate.
     assert md5(tmp_path / "cut" / "models" / "alpha.pt") == md5(tmp_path / "whole" / "models" / "alpha.pt")
 
 
-def checkpointed_run(prepared: Path, out: Path, monkeypatch) -> Path:
+def checkpointed_run(prepared: Path, out: Path, monkeypatch, **overrides) -> Path:
     """An `alpha` run stopped at the start of epoch 3: its epoch-2 checkpoint, returned, is on disk."""
     real_flip = training.apply_flips
     calls = {"n": 0}
@@ -133,10 +134,22 @@ def checkpointed_run(prepared: Path, out: Path, monkeypatch) -> Path:
 
     monkeypatch.setattr("localize.training.apply_flips", dying_flip)
     with pytest.raises(KeyboardInterrupt):
-        run_train(prepared, out, source="alpha")
+        run_train(prepared, out, source="alpha", **overrides)
     monkeypatch.setattr("localize.training.apply_flips", real_flip)
     [checkpoint] = (out / "ckpt").glob("alpha-*.pt")
     return checkpoint
+
+
+def test_train_ema_saves_the_moving_average_of_the_weights(prepared, tmp_path):
+    """An average that forgets at once (decay near 0) is the plain run; decay 0.9 lags behind it."""
+    runs = {ema: run_train(prepared, tmp_path / str(ema), source="alpha", epochs=1, ema=ema)["alpha"].state_dict
+            for ema in (None, 1e-9, 0.9)}
+    plain = runs[None]
+    floats = [k for k in plain if plain[k].is_floating_point()]
+    assert all(torch.allclose(runs[1e-9][k], plain[k], atol=1e-5) for k in floats)
+    assert max((runs[0.9][k] - plain[k]).abs().max().item() for k in floats) > 1e-3
+    with pytest.raises(ValueError, match=r"ema must be null \(off\) or in \(0, 1\)"):
+        recipe("train", ema=1.0)
 
 
 class _RunsCode:
