@@ -3,6 +3,8 @@
 import os
 import sys
 
+import localize  # noqa: F401  (first: it sets OpenCV's environment before stages.demo imports cv2)
+
 # Idle OpenMP threads sleep instead of spinning. On a machine whose cores are shared (a
 # `dvc queue` with several workers, tests beside training) spinning threads made every
 # step 3-4x slower; on an idle machine sleeping costs about 5%. Set it yourself to override.

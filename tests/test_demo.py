@@ -4,6 +4,7 @@ a visible change under every mask, generators."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -282,6 +283,16 @@ def test_patchmatch_is_deterministic_with_a_seed():
                            text=True, check=True)
     assert fresh.stdout.strip() == first
 
+
+def test_stages_run_opencv_without_ipp_whose_kernels_follow_the_cpu():
+    # IPP's seamlessClone (the poisson generator) rounded differently on AVX2 and AVX-512 CPUs.
+    # `python -m stages.demo` imports cv2 itself: the package has to switch IPP off before that.
+    code = "import stages.demo, cv2, sys; sys.stdout.write(str(cv2.ipp.useIPP()))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_IPP", "OPENCV_LOG_LEVEL")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True,
+                         text=True, check=True, env=env)
+    assert out.stdout == "False"
+    assert "IPP" not in out.stderr  # OpenCV's start-up warning about it is silenced
 
 def test_generate_direct():
     rng = np.random.default_rng(1)
