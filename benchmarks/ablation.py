@@ -103,6 +103,8 @@ ROWS.update({
     "ema9": ("tex-pre, validated and saved as a moving average of its weights, decay 0.9",
              {**TEX_PRE, "train.ema": 0.9}),
     "ema97": ("tex-pre, moving average with decay 0.97", {**TEX_PRE, "train.ema": 0.97}),
+    "tex-pre-128": ("tex-pre at 128 px, pretraining included (the demo's native crop; IoU at 128 px)",
+                    {**TEX_PRE, "preprocess.size": 128}),
 })
 
 
