@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from localize.evaluation import Bootstrap, held_out_cells, in_domain_cells, ordered_model_files  # noqa: E402
-from localize.inference import iter_probs  # noqa: E402
+from localize.evaluation import (  # noqa: E402
+    Bootstrap,
+    held_out_cells,
+    in_domain_cells,
+    ordered_model_files,
+    real_clean,
+)
+from localize.inference import predict_probs  # noqa: E402
 from localize.layout import REAL  # noqa: E402
 from localize.metrics import binarize, iou_per_image  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
@@ -38,14 +44,14 @@ def drop_small_regions(pred: np.ndarray, min_pixels: int) -> np.ndarray:
         return pred
     out = np.zeros_like(pred)
     for i, p in enumerate(pred):
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(p.astype(np.uint8), connectivity=4)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(p.astype(np.uint8), connectivity=4)
         big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_pixels)
         out[i] = np.isin(labels, big[big > 0])
     return out
 
 
 def maps(model, images: np.ndarray) -> np.ndarray:
-    return binarize(np.concatenate(list(iter_probs(model, images, 64))), 0.5)
+    return binarize(predict_probs(model, images, batch_size=64), 0.5)
 
 
 def score(model_files: list[Path], prepared: Prepared, part: str, areas: list[int]) -> dict[int, tuple]:
@@ -55,10 +61,13 @@ def score(model_files: list[Path], prepared: Prepared, part: str, areas: list[in
     for path in model_files:
         model, saved = load_model(path)
         real = maps(model, prepared.arrays(REAL, part)[0])
-        fakes = {g: (maps(model, prepared.arrays(g, part)[0]), np.asarray(prepared.arrays(g, part)[1], bool))
-                 for g in prepared.generators}
+        fakes = {}
+        for g in prepared.generators:
+            images, masks = prepared.arrays(g, part)
+            fakes[g] = maps(model, images), np.asarray(masks, bool)
         for k in areas:
-            clean[k].append(float((drop_small_regions(real, k).reshape(len(real), -1).sum(1) == 0).mean()))
+            kept = drop_small_regions(real, k)
+            clean[k].append(float(real_clean(kept.reshape(len(kept), -1).mean(1)).mean()))
             ious[k][saved.split] = {g: iou_per_image(drop_small_regions(pred, k), true)
                                     for g, (pred, true) in fakes.items()}
     return {k: (ious[k], clean[k]) for k in areas}

@@ -294,6 +294,7 @@ def test_stages_run_opencv_without_ipp_whose_kernels_follow_the_cpu():
     assert out.stdout == "False"
     assert "IPP" not in out.stderr  # OpenCV's start-up warning about it is silenced
 
+
 def test_generate_direct():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
