@@ -7,8 +7,9 @@ scores the trained models of `--models` (the committed table's, by default) at t
 threshold 0.5 with every flagged connected region (4-connected) smaller than k pixels removed,
 for each k of `--areas`, on the valid and on the test split: the in-domain and held-out mean IoU
 (95% bootstrap intervals over test images, evaluate's resamples) and the share of real faces
-left clean, averaged over the models. k = 0 is the committed table. Valid is printed so that a
-k can be chosen without the test set. A measurement, not a stage: nothing here changes the table.
+left clean, averaged over the models. k = 0 is the table without the post-process, which
+evaluate now applies with each model's own k chosen on valid (`evaluate.min_region`,
+localize/regions.py); this fixes one k for every model. A measurement: nothing here changes the table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,19 +35,8 @@ from localize.inference import predict_probs  # noqa: E402
 from localize.layout import REAL  # noqa: E402
 from localize.metrics import binarize, iou_per_image  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
+from localize.regions import drop_small_regions  # noqa: E402
 from localize.saved_model import load_model  # noqa: E402
-
-
-def drop_small_regions(pred: np.ndarray, min_pixels: int) -> np.ndarray:
-    """Boolean maps (N, H, W) without their 4-connected flagged regions of fewer than `min_pixels`."""
-    if min_pixels <= 1:
-        return pred
-    out = np.zeros_like(pred)
-    for i, p in enumerate(pred):
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(p.astype(np.uint8), connectivity=4)
-        big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_pixels)
-        out[i] = np.isin(labels, big[big > 0])
-    return out
 
 
 def maps(model, images: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ class TextureScores:
     ious: dict[str, np.ndarray]  # test generator -> per-image IoU
     real_flagged: np.ndarray  # per real test face, the share of its pixels flagged
     threshold: float  # chosen on the split's valid fakes
+    min_region: int = 0  # flagged regions of fewer pixels were dropped (chosen on valid: localize/regions.py)
 
 
 def load_texture(folder: Path) -> dict[str, TextureScores]:
@@ -34,7 +35,8 @@ def load_texture(folder: Path) -> dict[str, TextureScores]:
             out[path.stem] = TextureScores(
                 ious={k.removeprefix("iou/"): f[k] for k in f.files if k.startswith("iou/")},
                 real_flagged=f["real_flagged"] if "real_flagged" in f.files else np.zeros(0),
-                threshold=float(f["threshold"]))
+                threshold=float(f["threshold"]),
+                min_region=int(f["min_region"]) if "min_region" in f.files else 0)
     return out
 
 

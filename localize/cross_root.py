@@ -59,9 +59,11 @@ def prepare_root(root: Path, size: int, tmp: Path) -> tuple[Prepared, list[dict[
 
 
 def score_root(root: Path, model_files: list[Path], home_generators: list[str], size: int, threshold: float,
-               batch_size: int, detection: str, draws: int, seed: int, tta: str = "none") -> dict:
+               batch_size: int, detection: str, draws: int, seed: int, tta: str = "none",
+               min_region: dict[str, int] | None = None) -> dict:
     """{"generators", "missing", "dropped", "models": {split: score_record}} for one other root;
-    `dropped` lists the bad pairs its index left out, with the problem of each."""
+    `dropped` lists the bad pairs its index left out, with the problem of each. `min_region`: per
+    split, the flagged regions (pixels) dropped from its maps, chosen on its home valid split."""
     with temp_dir("cross-root") as tmp:
         prepared, dropped = prepare_root(root, size, Path(tmp))
         gens = test_generators(prepared)
@@ -69,7 +71,8 @@ def score_root(root: Path, model_files: list[Path], home_generators: list[str], 
         models = {}
         for path in model_files:
             model, saved = load_model(path)
-            scores = score_model(with_tta(model, tta), prepared, threshold, batch_size, detection)
+            scores = score_model(with_tta(model, tta), prepared, threshold, batch_size, detection,
+                                 min_region=(min_region or {}).get(saved.split, 0))
             models[saved.split] = score_record(scores, boot)
     print(f"evaluate: {root}: " + "  ".join(f"{s} {100 * r['iou']:.1f}" for s, r in models.items()), file=sys.stderr)
     if dropped:

@@ -31,6 +31,7 @@ from localize.metrics import (
 )
 from localize.prepared import Prepared
 from localize.prior import fit_prior, prior_iou
+from localize.regions import choose_on_valid, drop_small_regions, largest_allowed, smallest_mask_share
 from localize.splits import held_out
 
 
@@ -46,6 +47,7 @@ class ModelScores:
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> first probability maps
     # At other thresholds (chosen on valid: `valid_thresholds`), IoU and real faces only, by name.
     at_valid_thresholds: dict[str, ValidThresholdScores] = field(default_factory=dict)
+    min_region: int = 0  # flagged regions smaller than this (pixels) were dropped from every map (localize/regions.py)
 
 
 @dataclass
@@ -61,32 +63,39 @@ def image_scores(prob: np.ndarray, how: str) -> np.ndarray:
     return flat.max(1) if how == "max" else flat.mean(1)
 
 
-def flagged_share(prob: np.ndarray, threshold: float) -> np.ndarray:
-    """Per map, the share of its pixels above `threshold` (0 = a real face left clean)."""
-    return binarize(prob, threshold).reshape(len(prob), -1).mean(1)
+def decide(prob: np.ndarray, threshold: float, min_region: int = 0) -> np.ndarray:
+    """The binary maps: pixels above `threshold`, without flagged regions of fewer than `min_region` pixels."""
+    return drop_small_regions(binarize(prob, threshold), min_region)
+
+
+def flagged_share(prob: np.ndarray, threshold: float, min_region: int = 0) -> np.ndarray:
+    """Per map, the share of its pixels flagged (0 = a real face left clean)."""
+    return decide(prob, threshold, min_region).reshape(len(prob), -1).mean(1)
 
 
 def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_size: int, detection: str,
-                keep: int = 0, other_thresholds: dict[str, float] | None = None) -> ModelScores:
+                keep: int = 0, other_thresholds: dict[str, float] | None = None, min_region: int = 0) -> ModelScores:
+    """`min_region`: flagged regions of fewer pixels are dropped from every binary map (IoU, F1, real
+    faces); AP, best F1 and AUC read the probabilities and do not depend on it."""
     out = ModelScores(at_valid_thresholds={name: ValidThresholdScores(t)
-                                           for name, t in (other_thresholds or {}).items()})
+                                           for name, t in (other_thresholds or {}).items()}, min_region=min_region)
     real_scores = np.zeros(0)
     if prepared.has(REAL, "test"):
         real_probs = predict_probs(model, prepared.arrays(REAL, "test")[0], batch_size=batch_size)
-        out.real_flagged = flagged_share(real_probs, threshold)
+        out.real_flagged = flagged_share(real_probs, threshold, min_region)
         real_scores = image_scores(real_probs, detection)
         out.real_detection = real_scores
         for other in out.at_valid_thresholds.values():
-            other.real_flagged = flagged_share(real_probs, other.threshold)
+            other.real_flagged = flagged_share(real_probs, other.threshold, min_region)
     for gen in test_generators(prepared):
         images, masks = prepared.arrays(gen, "test")
         ious, f1s, fake_scores, hist, kept = [], [], [], PixelHistogram(), []
         other_ious = {name: [] for name in out.at_valid_thresholds}
         for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
-            pred = binarize(prob, threshold)
+            pred = decide(prob, threshold, min_region)
             ious.append(iou_per_image(pred, true))
             for name, other in out.at_valid_thresholds.items():
-                other_ious[name].append(iou_per_image(binarize(prob, other.threshold), true))
+                other_ious[name].append(iou_per_image(decide(prob, other.threshold, min_region), true))
             f1s.append(f1_per_image(pred, true))
             fake_scores.append(image_scores(prob, detection))
             hist.update(prob, true)
@@ -140,6 +149,21 @@ def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str]
         return THRESHOLDS[max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))]
 
     return {"iou": best(fakes), "selection": best(selection)}
+
+
+def valid_min_region(model: nn.Module, prepared: Prepared, generators: list[str], threshold: float,
+                     candidates: list[float], batch_size: int) -> tuple[float, dict[float, float]]:
+    """The share of the image below which flagged regions are dropped from the model's maps, chosen on
+    the valid split of its own generators (localize.regions.choose_on_valid); and each candidate's score."""
+    def binary(name: str) -> np.ndarray:
+        return binarize(predict_probs(model, prepared.arrays(name, "valid")[0], batch_size=batch_size), threshold)
+
+    train = [prepared.arrays(g, "train")[1] for g in generators if prepared.has(g, "train")]
+    if largest_allowed(candidates, smallest_mask_share(train)) == [0.0]:
+        return 0.0, {}  # nothing to choose: no valid inference
+    fakes = [(binary(g), prepared.arrays(g, "valid")[1]) for g in generators if prepared.has(g, "valid")]
+    reals = binary(REAL) if prepared.has(REAL, "valid") else None
+    return choose_on_valid(candidates, train, fakes, reals)
 
 
 def trivial_ious(prepared: Prepared) -> dict[str, dict[str, np.ndarray]]:

@@ -323,6 +323,22 @@ class PretrainParams:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
+# The largest share of the image a min_region candidate may be: a region dropped as noise must stay small.
+MAX_MIN_REGION = 0.05
+# The default candidates (evaluate, robustness, texture): up to 0.8% of the image, 33 px at 64 px.
+MIN_REGION_CANDIDATES = (0.0, 0.002, 0.004, 0.008)
+
+
+def check_min_region(candidates: list[float]) -> None:
+    """min_region (evaluate, robustness, texture): a non-empty list of shares of the image in [0, 0.05]."""
+    if not candidates:
+        raise ValueError("min_region is empty; list shares of the image in [0, 0.05], e.g. [0] for none")
+    bad = [c for c in candidates if not 0 <= c <= MAX_MIN_REGION]
+    if bad:
+        raise ValueError(f"min_region holds {', '.join(map(str, bad))}; each must be a share of the image "
+                         f"in [0, {MAX_MIN_REGION}] (0 = no post-process)")
+
+
 @dataclass(frozen=True)
 class TextureParams:
     """The texture baseline (localize/texture.py, stages/texture.py)."""
@@ -335,8 +351,11 @@ class TextureParams:
     smooth: int = 5  # side of the box filter over the probability map (1 = none)
     stride: int = 2  # classify every stride-th pixel and row, interpolate between (1 = every pixel)
     seed: int = 0
+    # As evaluate's: the same post-process, chosen on the split's valid fakes and real faces.
+    min_region: list[float] = field(default_factory=lambda: list(MIN_REGION_CANDIDATES))
 
     def validate(self) -> None:
+        check_min_region(self.min_region)
         if not 1_000 <= self.pixels <= 5_000_000:
             raise ValueError(f"pixels must be in [1000, 5000000], got {self.pixels}")
         if not 0 <= self.real < 1:
@@ -380,9 +399,13 @@ class EvaluateParams:
     tta: str = choice("none", "flip", default="none")
     # Other Dolos-layout roots whose test splits every model is also scored on (localize/cross_root.py).
     also: list[str] = field(default_factory=list)
+    # Shares of the image: each model drops flagged regions smaller than the one best on its valid split
+    # (localize/regions.py). [0] = no post-process.
+    min_region: list[float] = field(default_factory=lambda: list(MIN_REGION_CANDIDATES))
 
     def validate(self) -> None:
         check_threshold(self.threshold)
+        check_min_region(self.min_region)
         if any(not root.strip() for root in self.also):
             raise ValueError("also holds an empty root; list folders that hold real/ and fake/")
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
@@ -410,9 +433,12 @@ class RobustnessParams:
     bootstrap: int = 1000
     seed: int = 0  # of the noise and of the bootstrap's resamples
     workers: int = 0  # decoding processes; 0 = every core
+    # As evaluate's, chosen on the clean valid split.
+    min_region: list[float] = field(default_factory=lambda: list(MIN_REGION_CANDIDATES))
 
     def validate(self) -> None:
         check_threshold(self.threshold)
+        check_min_region(self.min_region)
         if not self.sweep:
             raise ValueError(f"sweep is empty; give strengths for any of: {', '.join(KINDS)}")
         for kind, strengths in self.sweep.items():

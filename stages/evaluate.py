@@ -50,6 +50,7 @@ from localize.evaluation import (
     score_model,
     test_generators,
     trivial_ious,
+    valid_min_region,
     valid_thresholds,
 )
 from localize.inference import with_tta
@@ -59,6 +60,7 @@ from localize.params import EvaluateParams
 from localize.plots import grid, heatmap, overlay
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
+from localize.regions import drop_small_regions, min_pixels
 from localize.runtime import cpu_features, setup_threads
 from localize.saved_model import SavedModel, load_model
 from localize.splits import held_out
@@ -77,6 +79,7 @@ class Results:
     boot: Bootstrap
     texture: dict[str, TextureScores] = field(default_factory=dict)  # split -> the texture baseline's scores
     ceiling: dict[str, np.ndarray] = field(default_factory=dict)  # generator -> visible-change IoU (demo only)
+    min_region_valid: dict[str, dict[float, float]] = field(default_factory=dict)  # split -> valid score per share
 
     def ious(self) -> dict[str, dict[str, np.ndarray]]:
         return {split: s.ious for split, s in self.scores.items()}
@@ -123,13 +126,17 @@ def detailed_scores(r: Results) -> dict:
         out[split][REAL] = real_faces(r, split)
         out[split]["valid_thresholds"] = {name: _other_threshold_record(other)
                                           for name, other in s.at_valid_thresholds.items()}
+        out[split]["min_region"] = {"pixels": s.min_region,
+                                    "valid_score": {f"{share:g}": rounded(v)
+                                                    for share, v in r.min_region_valid.get(split, {}).items()}}
     out["baselines"] = {
         "prior": {split: _mean_row(p) for split, p in r.priors.items()},
         "prior_area": r.prior_area,
         **{name: _mean_row(row) for name, row in r.trivial.items()},
     }
     if r.texture:
-        out["baselines"]["texture"] = {split: {**_mean_row(t.ious), "threshold": t.threshold}
+        out["baselines"]["texture"] = {split: {**_mean_row(t.ious), "threshold": t.threshold,
+                                                "min_region": t.min_region}
                                        for split, t in r.texture.items()}
     if r.ceiling:
         out["baselines"]["ceiling"] = _mean_row(r.ceiling)
@@ -248,7 +255,19 @@ def markdown_table(r: Results, detailed: dict, summary: dict) -> str:
     lines += markdown_rows(r.texture, r.ceiling, gens, r.boot)
     notes = [_headline_note(name.replace("_", "-"), summary[name]) for name in ("in_domain", "held_out")]
     return ("\n".join(lines) + "\n\nIoU ×100 with 95% bootstrap intervals over test images. " + "; ".join(notes)
-            + ".\n" + _valid_thresholds_note(summary["valid_thresholds"], detailed))
+            + ".\n" + _min_region_note(r) + _valid_thresholds_note(summary["valid_thresholds"], detailed))
+
+
+def _min_region_note(r: Results) -> str:
+    """Which post-process each row's maps had (localize/regions.py); nothing where none had any."""
+    models = sorted({s.min_region for s in r.scores.values()})
+    texture = sorted({t.min_region for t in r.texture.values()})
+    if not any(models) and not any(texture):
+        return ""
+    listed = ", ".join(f"{k} px" for k in models)
+    rows = f"; {', '.join(f'{k} px' for k in texture)} for the texture rows" if texture else ""
+    return (f"\nEach model's maps drop flagged regions smaller than its min region, chosen on its valid split: "
+            f"{listed} for the models{rows} (scores.json, `min_region`).\n")
 
 
 # How the table's note names each way of choosing a threshold on valid.
@@ -294,7 +313,8 @@ def write_overlays(r: Results, prepared: Prepared, folder: Path, threshold: floa
                 continue
             images, masks = prepared.arrays(gen, "test")
             rows = [[np.asarray(images[i]), overlay(np.asarray(images[i]), masks[i], (0, 255, 0))]
-                    + [overlay(np.asarray(images[i]), binarize(r.scores[s].overlays[gen][i], threshold))
+                    + [overlay(np.asarray(images[i]), drop_small_regions(
+                        binarize(r.scores[s].overlays[gen][i][None], threshold), r.scores[s].min_region)[0])
                        for s in shown]
                     for i in range(len(r.scores[shown[0]].overlays[gen]))]
             grid(rows, ["input", "truth"] + [f"pred: {s}" for s in shown], tmp / f"{gen}.png",
@@ -308,7 +328,7 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams, texture_
     model_files = ordered_model_files(models_dir)
     if not model_files:
         raise FileNotFoundError(f"{models_dir}: no trained models (*.pt) to evaluate")
-    models, scores = {}, {}
+    models, scores, region_scores = {}, {}, {}
     for path in model_files:
         model, saved = load_model(path)
         if saved.size != prepared.size:
@@ -316,17 +336,21 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams, texture_
         models[saved.split] = saved
         model = with_tta(model, ep.tta)
         chosen = valid_thresholds(model, prepared, saved.train_generators, ep.batch_size)
+        share, region_scores[saved.split] = valid_min_region(model, prepared, saved.train_generators, ep.threshold,
+                                                             ep.min_region, ep.batch_size)
         scores[saved.split] = score_model(model, prepared, ep.threshold, ep.batch_size, ep.detection_score,
-                                          keep=ep.overlay_images, other_thresholds=chosen)
+                                          keep=ep.overlay_images, other_thresholds=chosen,
+                                          min_region=min_pixels(share, prepared.size, prepared.size))
         ious = scores[saved.split].ious
-        print(f"{saved.split:>20}: " + "  ".join(f"{g} {100 * v.mean():.1f}" for g, v in ious.items()))
+        print(f"{saved.split:>20}: " + "  ".join(f"{g} {100 * v.mean():.1f}" for g, v in ious.items())
+              + f"  (min region {share:g}: {scores[saved.split].min_region} px)")
     priors = {split: prior_ious(prepared, m.train_generators) for split, m in models.items()}
     return prepared, Results(
         generators=test_generators(prepared), models=models, scores=scores,
         priors={s: p[0] for s, p in priors.items()}, prior_area={s: round(p[1], 6) for s, p in priors.items()},
         trivial=trivial_ious(prepared), boot=Bootstrap(prepared, ep.bootstrap, ep.seed),
         texture=load_texture(texture_dir) if texture_dir else {},
-        ceiling=load_ceiling(ceiling_path) if ceiling_path else {})
+        ceiling=load_ceiling(ceiling_path) if ceiling_path else {}, min_region_valid=region_scores)
 
 
 def check_roots(ep: EvaluateParams) -> None:
@@ -353,7 +377,8 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
     table = iou_table(r)
     detailed = detailed_scores(r)
     summary = headline(r, detailed)
-    cross = cross_root_results(models_dir, r.generators, prepared.size, ep)
+    cross = cross_root_results(models_dir, r.generators, prepared.size, ep,
+                               {split: s.min_region for split, s in r.scores.items()})
     files = [out[k] for k in ("iou", "scores", "summary", "table", "heatmap", "cross_root", "cross_root_table")]
     with atomic_outputs(files, [out["overlays"]]) as tmp:
         write_json(tmp[out["iou"]], {s: {g: rounded(v) for g, v in row.items()} for s, row in table.items()})
@@ -367,11 +392,13 @@ def run(prepared_dir: Path, models_dir: Path, out: dict[str, Path], ep: Evaluate
     return table
 
 
-def cross_root_results(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams) -> dict:
-    """Every model on every root of `evaluate.also`, keyed by root (metrics/cross_root.json, .md)."""
+def cross_root_results(models_dir: Path, generators: list[str], size: int, ep: EvaluateParams,
+                       min_region: dict[str, int]) -> dict:
+    """Every model on every root of `evaluate.also`, keyed by root (metrics/cross_root.json, .md), each
+    with the min region chosen on its home valid split (`min_region`: split -> pixels)."""
     files = ordered_model_files(models_dir)
     return {root: score_root(Path(root), files, generators, size, ep.threshold, ep.batch_size,
-                             ep.detection_score, ep.bootstrap, ep.seed, ep.tta) for root in ep.also}
+                             ep.detection_score, ep.bootstrap, ep.seed, ep.tta, min_region) for root in ep.also}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 from localize.atomic import atomic_dir, atomic_file, atomic_outputs, temp_dir
 from localize.config import ParamsError, load_section
 from localize.degrade import apply
-from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators
+from localize.evaluation import Bootstrap, percent, score_model, score_record, test_generators, valid_min_region
 from localize.imageio import load_rgb, resize_image
 from localize.index_csv import read_index
 from localize.layout import REAL
@@ -45,6 +45,7 @@ from localize.preflight import check_and_clear
 from localize.prepared import Prepared
 from localize.preprocessing import create_npy, init_worker, write_at
 from localize.process_pool import ordered_map
+from localize.regions import min_pixels
 from localize.runtime import available_cores, setup_threads
 from localize.saved_model import load_model
 
@@ -135,8 +136,10 @@ def chosen_models(models_dir: Path, prepared: Prepared, wanted: str | list[str])
     return [files[m] for m in wanted]
 
 
-def score_sweep(sets: dict[str, Prepared], model_files: list[Path], rp: RobustnessParams) -> dict:
-    """{model: {perturbation label: score_record}}, every model on every perturbed copy."""
+def score_sweep(sets: dict[str, Prepared], model_files: list[Path], rp: RobustnessParams,
+                home: Prepared) -> dict:
+    """{model: {perturbation label: score_record}}, every model on every perturbed copy, each with the
+    min region chosen on its clean valid split of `home` (as evaluate chooses it)."""
     boot = Bootstrap(sets[CLEAN], rp.bootstrap, rp.seed)  # same images in every copy: same resamples
     out: dict = {}
     for path in model_files:
@@ -144,8 +147,11 @@ def score_sweep(sets: dict[str, Prepared], model_files: list[Path], rp: Robustne
         if saved.size != sets[CLEAN].size:
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {sets[CLEAN].size}px")
         out[saved.split] = {}
+        share, _ = valid_min_region(model, home, saved.train_generators, rp.threshold, rp.min_region, rp.batch_size)
+        pixels = min_pixels(share, home.size, home.size)
         for name, prepared in sets.items():
-            scores = score_model(model, prepared, rp.threshold, rp.batch_size, rp.detection_score)
+            scores = score_model(model, prepared, rp.threshold, rp.batch_size, rp.detection_score,
+                                 min_region=pixels)
             out[saved.split][name] = score_record(scores, boot)
         row = "  ".join(f"{n} {100 * r['iou']:.1f}" for n, r in out[saved.split].items())
         print(f"{saved.split:>20}: {row}", file=sys.stderr)
@@ -197,7 +203,7 @@ def run(index_path: Path, prepared_dir: Path, models_dir: Path, out: dict[str, P
         sets = build_perturbed(index_path, prepared, rp, Path(tmp))
         decoded = time.monotonic() - began
         setup_threads(None)  # after the worker processes: inference then takes every core
-        detail = score_sweep(sets, model_files, rp)
+        detail = score_sweep(sets, model_files, rp, prepared)
         images = {n: c["test"] for n, c in sets[CLEAN].splits.items()}
     seconds = time.monotonic() - began
     # All or nothing: every output to a temporary beside it, moved in together once all are written.

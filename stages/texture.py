@@ -4,11 +4,12 @@
 
 For each split that `train.source` names (the same splits the train stage trains), fit the
 per-pixel classifier of localize/texture.py on that split's training pixels, choose its
-threshold on the split's valid fakes, and score every test generator and the real test
-faces. Writes, per split, data/texture/<split>.npz: per-image IoU of each test generator
-(`iou/<generator>`), the flagged pixels of each real test face (`real_flagged`), the
-threshold. The evaluate stage turns them into the table's `texture` rows,
-with the same bootstrap intervals as every model's cells.
+threshold on the split's valid fakes and its min region (localize/regions.py) on the valid
+fakes and real faces, and score every test generator and the real test faces. Writes, per
+split, data/texture/<split>.npz: per-image IoU of each test generator (`iou/<generator>`),
+the flagged pixels of each real test face (`real_flagged`), the threshold and the min region.
+The evaluate stage turns them into the table's `texture` rows, with the same bootstrap
+intervals as every model's cells.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from localize.metrics import iou_per_image
 from localize.params import TextureParams, TrainParams
 from localize.preflight import check_and_clear
 from localize.prepared import Prepared
+from localize.regions import choose_on_valid, drop_small_regions, min_pixels
 from localize.runtime import setup_threads
 from localize.splits import resolve_source
 from localize.texture import choose_threshold, fit, maps
@@ -40,16 +42,30 @@ def score_split(prepared: Prepared, generators: list[str], p: TextureParams) -> 
         raise ValueError(f"texture: no valid fakes of {', '.join(generators)} to choose a threshold on")
     valid_maps = [maps(model, images, p.smooth, p.stride) for images, _ in valid]
     threshold = choose_threshold(valid_maps, [m for _, m in valid])
-    out = {"threshold": np.float64(threshold)}
+    pixels = valid_min_region(prepared, generators, valid_maps, threshold, model, p)
+    out = {"threshold": np.float64(threshold), "min_region": np.int64(pixels)}
     for gen in prepared.generators:
         if prepared.has(gen, "test"):
             images, masks = prepared.arrays(gen, "test")
-            flagged = maps(model, images, p.smooth, p.stride) >= threshold
+            flagged = drop_small_regions(maps(model, images, p.smooth, p.stride) >= threshold, pixels)
             out[f"iou/{gen}"] = iou_per_image(flagged, np.asarray(masks) != 0)
     if prepared.has(REAL, "test"):
-        real = maps(model, prepared.arrays(REAL, "test")[0], p.smooth, p.stride) >= threshold
+        real = drop_small_regions(maps(model, prepared.arrays(REAL, "test")[0], p.smooth, p.stride) >= threshold,
+                                  pixels)
         out["real_flagged"] = real.reshape(len(real), -1).mean(1)
     return out
+
+
+def valid_min_region(prepared: Prepared, generators: list[str], valid_maps: list[np.ndarray],
+                     threshold: float, model, p: TextureParams) -> int:
+    """The pixels below which flagged regions are dropped, chosen on valid as each U-Net's is
+    (localize.regions.choose_on_valid)."""
+    valid = [prepared.arrays(g, "valid")[1] for g in generators if prepared.has(g, "valid")]
+    reals = (maps(model, prepared.arrays(REAL, "valid")[0], p.smooth, p.stride) >= threshold
+             if prepared.has(REAL, "valid") else None)
+    share, _ = choose_on_valid(p.min_region, [prepared.arrays(g, "train")[1] for g in generators],
+                               [(m >= threshold, true) for m, true in zip(valid_maps, valid)], reals)
+    return min_pixels(share, *valid[0].shape[1:])
 
 
 def run(prepared_dir: Path, out: Path, source: str, p: TextureParams) -> None:
@@ -67,7 +83,7 @@ def run(prepared_dir: Path, out: Path, source: str, p: TextureParams) -> None:
             np.savez(tmp / f"{split}.npz", **scores)
             cells = "  ".join(f"{k[4:]} {100 * v.mean():.1f}" for k, v in scores.items() if k.startswith("iou/"))
             print(f"texture {split:>20}: {cells}  (threshold {float(scores['threshold']):g}, "
-                  f"{seconds:.0f} s)")
+                  f"min region {int(scores['min_region'])} px, {seconds:.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -171,3 +171,18 @@ def test_the_texture_stage_writes_the_same_bytes_twice(prepared, tmp_path):
     one, two = (sorted((tmp_path / d).iterdir()) for d in ("one", "two"))
     assert [f.name for f in one] == ["alpha.npz"]
     assert [f.read_bytes() for f in one] == [f.read_bytes() for f in two]
+
+
+def test_the_texture_stage_chooses_its_min_region_on_valid_and_records_it(prepared, tmp_path):
+    from stages import texture
+
+    base = {"pixels": 2_000, "iterations": 5, "leaves": 7, "seed": 0}
+    texture.run(prepared, tmp_path / "none", "alpha", TextureParams(**base, min_region=[0]))
+    texture.run(prepared, tmp_path / "chosen", "alpha", TextureParams(**base, min_region=[0, 0.01, 0.1]))
+    with np.load(tmp_path / "none" / "alpha.npz") as none, np.load(tmp_path / "chosen" / "alpha.npz") as chosen:
+        assert int(none["min_region"]) == 0
+        # One of the candidates below half the fixture's smallest mask (0.25 of 16x16), in pixels:
+        # 0, 3 (0.01) or 26 (0.1).
+        assert int(chosen["min_region"]) in (0, 3, 26)
+        # Dropping regions never flags more of a real face.
+        assert (chosen["real_flagged"] <= none["real_flagged"] + 1e-12).all()

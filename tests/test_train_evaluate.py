@@ -398,3 +398,35 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path):
 
     with pytest.raises(OSError, match=r"^/dev/full: cannot be written, is the disk full\?"):
         save_file({"weights": torch.zeros(100_000)}, "/dev/full")
+
+
+class PatchAndStrayPixel(torch.nn.Module):
+    """Flags the fixture's bright patch and, on every image, its bottom-right pixel, which no patch
+    touches (patches are 8x8 at offsets 0 to 7 of 16x16 images)."""
+
+    def forward(self, x):
+        flagged = x.mean(1, keepdim=True) > 0.3  # inputs in [-1, 1]: patches from 0.64, background below 0
+        flagged[..., -1, -1] = True
+        return torch.where(flagged, 10.0, -10.0)
+
+
+def test_a_min_region_chosen_on_valid_clears_stray_pixels_from_every_map(prepared):
+    from localize.evaluation import score_model, valid_min_region
+    from localize.prepared import Prepared
+
+    p = Prepared(prepared)
+    # 0.01 of a 16x16 image is 3 px: the stray pixel goes, the 64-px patch stays. 0.2 is ruled out,
+    # being above half of the smallest training mask (an 8x8 patch: 0.25 of the image).
+    share, scores = valid_min_region(PatchAndStrayPixel(), p, ["alpha"], 0.5, [0, 0.01, 0.2], batch_size=4)
+    assert share == 0.01 and set(scores) == {0.0, 0.01}
+    assert scores[0.0] == pytest.approx(64 / 65 / 2)  # every valid real face flagged
+    assert scores[0.01] == pytest.approx(1.0)
+    raw = score_model(PatchAndStrayPixel(), p, 0.5, 4, "max")
+    cleaned = score_model(PatchAndStrayPixel(), p, 0.5, 4, "max", min_region=3)
+    assert (raw.real_flagged > 0).all() and (cleaned.real_flagged == 0).all()
+    assert all(np.allclose(v, 64 / 65) for v in raw.ious.values())
+    assert all(np.allclose(v, 1.0) for v in cleaned.ious.values()) and cleaned.min_region == 3
+    # F1 reads the binary maps; AP, best F1 and AUC read the probabilities and do not move.
+    assert all(c["f1"] == 1.0 for c in cleaned.cells.values())
+    probability_scores = {g: {k: c[k] for k in ("ap", "best_f1", "auc")} for g, c in raw.cells.items()}
+    assert {g: {k: c[k] for k in ("ap", "best_f1", "auc")} for g, c in cleaned.cells.items()} == probability_scores
