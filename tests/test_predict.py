@@ -295,3 +295,30 @@ def test_scores_csv_path_is_checked_before_any_work(model_path, tmp_path):
     with pytest.raises(ValueError, match="--scores .*is not a folder"):
         predict.run(model_path, tmp_path / "out", [tmp_path / "x.png"], scores=tmp_path / "no" / "s.csv")
     assert not (tmp_path / "out").exists()
+
+
+def test_flagged_map_keeps_only_pixels_of_large_enough_regions_at_the_models_size():
+    small = np.zeros((4, 4), np.float32)
+    small[:2, :2] = 0.9  # a 4-px region
+    small[3, 3] = 0.9  # a 1-px region
+    prob = np.kron(small, np.ones((2, 2), np.float32))  # the image at twice the model's size
+    assert (predict.flagged_map(prob, small, 0.5, 0) == (prob > 0.5)).all()
+    kept = predict.flagged_map(prob, small, 0.5, 2)
+    assert kept[:4, :4].all() and kept.sum() == 16  # the 1-px region (4 px at the image's size) is gone
+    assert not predict.flagged_map(prob, small, 0.5, 5).any()
+
+
+def test_min_region_drops_regions_from_the_overlay_and_the_verdict(model_path, tmp_path):
+    import csv
+
+    high = constant_model(model_path, tmp_path / "hi.pt", 0.8)  # every pixel flagged: one 16x16 region
+    src = write(tmp_path / "a.png", "RGB", (40, 30))
+    rows = {}
+    for k in (0, 256, 257):
+        predict.run(high, tmp_path / f"out{k}", [src], scores=tmp_path / f"{k}.csv", min_region=k)
+        rows[k] = next(csv.DictReader((tmp_path / f"{k}.csv").open()))["verdict"]
+    assert rows == {0: "fake", 256: "fake", 257: "real"}
+    tinted, plain = (np.asarray(Image.open(tmp_path / f"out{k}" / "a.overlay.png")) for k in (256, 257))
+    assert (plain == load_rgb(src)).all() and not (tinted == plain).all()
+    with pytest.raises(ValueError, match="--min-region -1: must be a number of pixels >= 0"):
+        predict.run(high, tmp_path / "out", [src], min_region=-1)

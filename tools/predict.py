@@ -9,8 +9,11 @@ pixels above the threshold tinted red. With --scores CSV it also writes one row 
 (a path given twice: one row): its path, its image-level detection score (evaluate's: the max,
 or with --detection-score mean the mean, of the probability map at the model's size, as
 evaluate scores its test images for the detection AUC), and the verdict at --threshold, `fake`
-when the score is above it (with `max`: when any pixel is flagged), else `real`; an image that
-failed has an empty score and `error`.
+when the score is above it (with `max`: when any pixel is flagged) and, with --min-region K, a
+flagged region of at least K pixels (at the model's size) remains, else `real`; an image that
+failed has an empty score and `error`. --min-region drops smaller flagged regions from the
+overlay and the verdict as evaluate drops them from its maps; metrics/scores.json gives each
+model's own K (`min_region.pixels`, chosen on its valid split).
 Any size and mode (RGB, RGBA, L, palette, 16-bit)
 is accepted: the image is converted to RGB and resized to the model's training size,
 and the map is resized back. Photos are read upright: an EXIF orientation (phone
@@ -35,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from localize.atomic import atomic_file
-from localize.evaluation import image_scores
+from localize.evaluation import decide, image_scores
 from localize.imageio import (
     MAX_FILE_BYTES_PER_PIXEL,
     MAX_PIXELS,
@@ -83,15 +86,28 @@ DETECTION_SCORES = ("max", "mean")  # as evaluate.detection_score
 
 def predict_image(model, size: int, path: Path, max_pixels: int = MAX_PIXELS,
                   max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL, detection: str = "max",
-                  ) -> tuple[np.ndarray, np.ndarray, str | None, float]:
+                  ) -> tuple[np.ndarray, np.ndarray, str | None, float, np.ndarray]:
     """(upright RGB image, fake probability in [0, 1]) at the image's own size, the EXIF turn applied,
-    and the image's detection score: `detection` of the map at the model's size, as evaluate's."""
+    the image's detection score (`detection` of the map at the model's size, as evaluate's), and the
+    probability map at the model's size."""
     rgb, turn = load_upright_rgb(path, max_pixels, max_file_bytes_per_pixel)
     h, w = rgb.shape[:2]
     small = resize_image(rgb, size, size)
     prob = predict_probs(model, small[None])[0]
     score = float(image_scores(prob[None], detection)[0])
-    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0), turn, score
+    return rgb, np.clip(resize_image(prob, h, w), 0.0, 1.0), turn, score, prob
+
+
+def flagged_map(prob: np.ndarray, small_prob: np.ndarray, threshold: float, min_region: int) -> np.ndarray:
+    """The pixels of `prob` (the image's size) above `threshold` that lie in a flagged region of the
+    model-size map `small_prob` of at least `min_region` pixels: evaluate's decision, drawn at the
+    image's own size."""
+    flagged = prob > threshold
+    if min_region <= 1:
+        return flagged
+    kept = decide(small_prob[None], threshold, min_region)[0]
+    h, w = prob.shape
+    return flagged & (np.asarray(Image.fromarray(kept.astype(np.uint8)).resize((w, h), Image.NEAREST)) > 0)
 
 
 def check_scores(scores: Path | None) -> None:
@@ -107,10 +123,10 @@ def write_scores(path: Path, rows: list[tuple[Path, float | None, str]]) -> None
         w.writerows([str(p), "" if s is None else f"{s:.6f}", v] for p, s, v in rows)
 
 
-def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, threshold: float) -> None:
+def _write(out_dir: Path, path: Path, rgb: np.ndarray, prob: np.ndarray, flagged: np.ndarray) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)  # made on the first result: a run that writes nothing leaves nothing
     grey = np.round(prob * 255).astype(np.uint8)
-    for suffix, arr in ((".prob.png", grey), (".overlay.png", overlay(rgb, prob > threshold))):
+    for suffix, arr in ((".prob.png", grey), (".overlay.png", overlay(rgb, flagged))):
         with atomic_file(out_dir / f"{path.stem}{suffix}") as tmp:
             Image.fromarray(arr).save(tmp, format="PNG")
 
@@ -130,7 +146,7 @@ def clashes(images: list[Path]) -> dict[Path, Path]:
 
 def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 0.5,
         max_pixels: int = MAX_PIXELS, max_file_bytes_per_pixel: int = MAX_FILE_BYTES_PER_PIXEL,
-        scores: Path | None = None, detection: str = "max") -> list[str]:
+        scores: Path | None = None, detection: str = "max", min_region: int = 0) -> list[str]:
     """Predict every image; return the error lines of those that failed.
 
     The options, --out, --scores and the model are checked first: ValueError (or FileNotFoundError
@@ -143,6 +159,8 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
     check_scores(scores)
     if detection not in DETECTION_SCORES:
         raise ValueError(f"--detection-score {detection!r}: must be one of {', '.join(DETECTION_SCORES)}")
+    if min_region < 0:
+        raise ValueError(f"--min-region {min_region}: must be a number of pixels >= 0 (0 = none)")
     model, saved = load_model(model_path)
     errors: list[str] = []
     rows: list[tuple[Path, float | None, str]] = []
@@ -157,36 +175,42 @@ def run(model_path: Path, out_dir: Path, images: list[Path], threshold: float = 
         if Path(os.path.abspath(path)) in done:
             continue
         done.add(Path(os.path.abspath(path)))
-        error, score = _predict_one(model, saved.size, path, out_dir, threshold, max_pixels,
-                                    max_file_bytes_per_pixel, detection)
+        error, score, flagged = _predict_one(model, saved.size, path, out_dir, threshold, max_pixels,
+                                             max_file_bytes_per_pixel, detection, min_region)
         if error:
             errors.append(error)
-        rows.append((path, score, "error" if error else "fake" if score > threshold else "real"))
+        rows.append((path, score, "error" if error else "fake" if score > threshold and flagged else "real"))
     if scores is not None:
         write_scores(scores, rows)
     return errors
 
 
 def _predict_one(model, size: int, path: Path, out_dir: Path, threshold: float, max_pixels: int,
-                 max_file_bytes_per_pixel: int, detection: str) -> tuple[str | None, float | None]:
-    """(the error line, or None; the detection score, or None) of one image, its maps written."""
+                 max_file_bytes_per_pixel: int, detection: str, min_region: int = 0,
+                 ) -> tuple[str | None, float | None, bool]:
+    """(the error line, or None; the detection score, or None; whether any pixel stayed flagged)
+    of one image, its maps written."""
     try:
-        rgb, prob, turn, score = predict_image(model, size, path, max_pixels, max_file_bytes_per_pixel, detection)
+        rgb, prob, turn, score, small = predict_image(model, size, path, max_pixels, max_file_bytes_per_pixel,
+                                                      detection)
     except ImageReadError as e:
-        return f"error: {e}", None
+        return f"error: {e}", None, False
     except MemoryError:
-        return f"error: {path}: not enough memory to process it; try a smaller copy of the image", None
+        return f"error: {path}: not enough memory to process it; try a smaller copy of the image", None, False
     except Exception as e:  # anything else this one image brings about: named, and the next image runs
         return (f"error: {path}: cannot be processed ({type(e).__name__}: {str(e).strip()[:200]})"
-                .replace("\n", " ")), None
+                .replace("\n", " ")), None, False
+    flagged = flagged_map(prob, small, threshold, min_region)
     try:
-        _write(out_dir, path, rgb, prob, threshold)
+        _write(out_dir, path, rgb, prob, flagged)
     except OSError as e:
-        return f"error: {out_dir / path.stem}.*.png: cannot write the maps of {path} ({e.strerror or e})", None
+        return (f"error: {out_dir / path.stem}.*.png: cannot write the maps of {path} ({e.strerror or e})",
+                None, False)
     upright = f" (EXIF orientation applied: {turn}; the maps are upright, as viewers show it)" if turn else ""
-    print(f"{path}: {100 * (prob > threshold).mean():.1f}% of pixels predicted fake, "
+    print(f"{path}: {100 * flagged.mean():.1f}% of pixels predicted fake, "
           f"score {score:.3f}{upright}")
-    return None, score
+    # The verdict's part: at the model's size, where the score is read (any region kept).
+    return None, score, bool(decide(small[None], threshold, min_region).any())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,12 +227,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="also write this CSV: path, image-level detection score, verdict at --threshold")
     ap.add_argument("--detection-score", choices=DETECTION_SCORES, default="max",
                     help="how a map becomes the image's score, as evaluate.detection_score (default max)")
+    ap.add_argument("--min-region", type=int, default=0,
+                    help="drop flagged regions of fewer pixels at the model's size, as evaluate does: each "
+                         "model's choice is `min_region.pixels` in metrics/scores.json (default 0, none)")
     ap.add_argument("images", type=Path, nargs="+")
     args = ap.parse_args(argv)
     try:
         setup_threads(None)
         errors = run(args.model, args.out, args.images, args.threshold, args.max_pixels,
-                     args.max_file_bytes_per_pixel, args.scores, args.detection_score)
+                     args.max_file_bytes_per_pixel, args.scores, args.detection_score, args.min_region)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:
