@@ -25,9 +25,13 @@ def benchmark_module():
 
 # The recipe as committed, except what cannot run here or in seconds: CPU fp32, 32 px, width 4, batch 4,
 # 2 one-pass epochs (2 steps for one generator's 6 fakes, 4 for three), patience and the step cap kept on.
+# The recipe leaves pretrain and texture at the defaults; here they take 2 steps and 5 trees, which
+# the test does not read (at the defaults they were most of its 150 s).
 TINY = ["preprocess.size=32", "model.width=4", "train.batch_size=4", "train.epochs=2", "train.max_steps=100",
         "train.patience=1", "train.device=cpu", "train.precision=fp32", "train.threads=1",
-        "evaluate.overlay_images=1", "evaluate.bootstrap=50"]
+        "evaluate.overlay_images=1", "evaluate.bootstrap=50",
+        "pretrain.epochs=1", "pretrain.steps_per_epoch=2", "pretrain.batch_size=4",
+        "texture.pixels=2000", "texture.iterations=5"]
 
 
 def test_dolos_recipe_runs_end_to_end_on_a_dolos_shaped_tree(tmp_path):
@@ -46,7 +50,7 @@ def test_dolos_recipe_runs_end_to_end_on_a_dolos_shaped_tree(tmp_path):
 
     recipe = read_overrides(REPO / "metrics" / "reference" / "dolos" / "overrides")
     overrides = with_sets(recipe, [f"data.root={tree}", *TINY])
-    assert "train.steps_per_epoch=null" in overrides and len(overrides) == len(recipe) + 4
+    assert "train.steps_per_epoch=null" in overrides and len(overrides) == len(recipe) + 9
     out = dvc(project, "exp", "run", "evaluate", *[a for o in overrides for a in ("-S", o)])
     log = out.stdout + out.stderr
 
