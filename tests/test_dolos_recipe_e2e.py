@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from test_pipeline_dvc import COPIED, dvc, git_commit, sh
+from test_pipeline_dvc import TINY as PIPELINE_TINY
 
 from tools.reference import read_overrides, with_sets
 
@@ -25,13 +26,12 @@ def benchmark_module():
 
 # The recipe as committed, except what cannot run here or in seconds: CPU fp32, 32 px, width 4, batch 4,
 # 2 one-pass epochs (2 steps for one generator's 6 fakes, 4 for three), patience and the step cap kept on.
-# The recipe leaves pretrain and texture at the defaults; here they take 2 steps and 5 trees, which
-# the test does not read (at the defaults they were most of its 150 s).
+# The recipe leaves pretrain and texture at the defaults; here they take the pipeline tests' tiny
+# values, which this test does not read (at the defaults they were most of its 150 s).
 TINY = ["preprocess.size=32", "model.width=4", "train.batch_size=4", "train.epochs=2", "train.max_steps=100",
         "train.patience=1", "train.device=cpu", "train.precision=fp32", "train.threads=1",
         "evaluate.overlay_images=1", "evaluate.bootstrap=50",
-        "pretrain.epochs=1", "pretrain.steps_per_epoch=2", "pretrain.batch_size=4",
-        "texture.pixels=2000", "texture.iterations=5"]
+        *(f"{stage}.{key}={value}" for stage in ("pretrain", "texture") for key, value in PIPELINE_TINY[stage].items())]
 
 
 def test_dolos_recipe_runs_end_to_end_on_a_dolos_shaped_tree(tmp_path):
