@@ -40,7 +40,7 @@ from localize.params import TextureParams  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
 from localize.residuals import residual_features  # noqa: E402
 from localize.runtime import setup_threads  # noqa: E402
-from localize.texture import BATCH, THRESHOLDS  # noqa: E402
+from localize.texture import BATCH, choose_threshold  # noqa: E402
 
 
 class Features:
@@ -48,8 +48,15 @@ class Features:
 
     def __init__(self, base: Prepared, double: Prepared, mode: str):
         self.base, self.double, self.mode = base, double, mode
+        self.done: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, gen: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Computed once per (generator, split): the ten splits share each generator's arrays."""
+        if (gen, split) not in self.done:
+            self.done[gen, split] = self.compute(gen, split)
+        return self.done[gen, split]
+
+    def compute(self, gen: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         images, masks = self.base.arrays(gen, split)
         images_2x, _ = self.double.arrays(gen, split)
         out = []
@@ -94,8 +101,7 @@ def cell(features: Features, gens: list[str], test_gen: str, p: TextureParams) -
         return smooth(prob, p.smooth), m
 
     valid = [maps(g, "valid") for g in gens]
-    scores = [np.mean(np.concatenate([iou_per_image(prob >= t, m) for prob, m in valid])) for t in THRESHOLDS]
-    threshold = THRESHOLDS[int(np.argmax(scores))]
+    threshold = choose_threshold([prob for prob, _ in valid], [m for _, m in valid])
     prob, m = maps(test_gen, "test")
     return iou_per_image(prob >= threshold, m)
 
