@@ -105,6 +105,18 @@ ROWS.update({
     "ema97": ("tex-pre, moving average with decay 0.97", {**TEX_PRE, "train.ema": 0.97}),
     "tex-pre-128": ("tex-pre at 128 px, pretraining included (the demo's native crop; IoU at 128 px)",
                     {**TEX_PRE, "preprocess.size": 128}),
+    "tex-pre-128-ctx2": ("tex-pre at 128 px, its U-Net at 64 px (model.context 2): full-resolution statistics "
+                         "and per-pixel head, pretraining included (IoU at 128 px)",
+                         {**TEX_PRE, "preprocess.size": 128, "model.context": 2}),
+    "head1000": ("tex-pre, its per-pixel head first refit alone for 1000 steps (train.head_steps)",
+                 {**TEX_PRE, "train.head_steps": 1000}),
+    "head1000-128-ctx2": ("tex-pre-128-ctx2 with train.head_steps 1000",
+                          {**TEX_PRE, "preprocess.size": 128, "model.context": 2, "train.head_steps": 1000}),
+    "head300-128-ctx2": ("tex-pre-128-ctx2 with train.head_steps 300",
+                         {**TEX_PRE, "preprocess.size": 128, "model.context": 2, "train.head_steps": 300}),
+    "head1000-real50-128-ctx2": ("head1000-128-ctx2 with half of each batch (and of the refit's pixels) real",
+                                 {**TEX_PRE, "preprocess.size": 128, "model.context": 2, "train.head_steps": 1000,
+                                  "train.real": 0.5}),
 })
 
 

@@ -181,17 +181,29 @@ class PreprocessParams:
             raise ValueError(f"workers = {self.workers}: use 0 (all cores) or a positive count")
 
 
+CONTEXTS = (1, 2, 4)  # model.context: the context path's downscale factor
+CONTEXT_ARCHS = ("unet-tex", "unet-tex-inputs", "unet-hp")  # the architectures that have one
+
+
 @dataclass(frozen=True)
 class ModelParams:
     arch: str = choice(*ARCHS, default="unet-tex")
     width: int = 24
     dropout: float = 0.2
+    # unet-hp / unet-tex: the U-Net's context path runs at 1/context of the input side (the residual
+    # statistics and the per-pixel head stay at full resolution); 1 = all of it at full resolution.
+    context: int = 1
 
     def validate(self) -> None:
         if self.width < 1:
             raise ValueError(f"width must be >= 1, got {self.width}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context = {self.context}: choose one of {', '.join(map(str, CONTEXTS))}")
+        if self.context > 1 and self.arch not in CONTEXT_ARCHS:
+            raise ValueError(f"context = {self.context} needs arch {' or '.join(CONTEXT_ARCHS)} "
+                             f"(a {self.arch} runs at full resolution only: use context 1)")
 
 
 @dataclass(frozen=True)
@@ -246,11 +258,16 @@ class TrainParams:
     # Decay of an exponential moving average of the weights (and BatchNorm statistics), updated
     # after every step; the average is validated, selected and saved in their place (null: off).
     ema: float | None = None
+    # unet-tex: optimizer steps that fit its per-pixel head alone, on sampled training pixels, before
+    # fine-tuning (localize/head_fit.py); 0 = off.
+    head_steps: int = 0
 
     def validate(self) -> None:
         check_blends(self.blends)
         if self.crop is not None and not 8 <= self.crop <= MAX_SIZE:
             raise ValueError(f"crop must be null (whole images) or in [8, {MAX_SIZE}], got {self.crop}")
+        if self.head_steps < 0:
+            raise ValueError(f"head_steps must be >= 0 (0 = off), got {self.head_steps}")
         if self.ema is not None and not 0 < self.ema < 1:
             raise ValueError(f"ema must be null (off) or in (0, 1), e.g. 0.95, got {self.ema}")
         for name in ("epochs", "batch_size", "procs"):

@@ -35,6 +35,7 @@ from localize.batches import ArrayPool, apply_flips, epoch_indices, flip_draws, 
 from localize.budget import plan_budget
 from localize.degrade import degrade_batch
 from localize.distributed import SINGLE, Ranks
+from localize.head_fit import has_head, refit_pixel_head
 from localize.inference import iter_probs_with_masks
 from localize.metrics import binarize, iou_per_image, selection_score
 from localize.models import PATCH_ARCHS, ModelParams, build_model
@@ -358,6 +359,9 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
     progress = load_checkpoint(checkpoint, model, optimizer, group, rt.device)
     if progress is None:
         progress = Progress()
+        if tp.head_steps and has_head(model):  # a fresh start (a checkpoint already holds the refit head)
+            refit_pixel_head(model, data.train, data.real_train, tp.head_steps, tp.real,
+                             _epoch_seed(tp.seed, split, 0), rt.device)
     elif group.main:
         tqdm.write(f"[{split}] resuming after epoch {progress.epoch} from {checkpoint}")
     average = moving_average(model, tp.ema, progress.ema_state)

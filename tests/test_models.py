@@ -93,3 +93,32 @@ def test_unet_hp_widths_and_inputs():
     model = build_model(ModelParams(arch="unet-hp", width=8))
     assert [b.body[0].out_channels for b in model.down] == [4, 8, 16, 32, 64]
     assert model.down[0].body[0].in_channels == 12  # RGB + 9 SRM residuals
+
+
+@pytest.mark.parametrize("arch", ["unet-tex", "unet-tex-inputs", "unet-hp"])
+@pytest.mark.parametrize("size", [32, 37])
+def test_context_path_keeps_the_full_size(arch, size):
+    """model.context 2: the U-Net runs at half the side, the maps come back at the input's own (odd sides too)."""
+    model = build_model(ModelParams(arch=arch, width=4, context=2)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size + 2))
+    assert out.shape == (2, 1, size, size + 2)
+
+
+def test_context_path_sees_block_averages():
+    """The context path's first block reads the 2 x 2 block means of the image (and of the statistics)."""
+    model = build_model(ModelParams(arch="unet-tex", width=4, context=2)).eval()
+    seen = {}
+    model.down[0].register_forward_pre_hook(lambda _m, inputs: seen.update(x=inputs[0]))
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model(x)
+    assert seen["x"].shape[-2:] == (16, 16)
+    assert torch.allclose(seen["x"][:, :3], torch.nn.functional.avg_pool2d(x, 2))  # colour first
+
+
+def test_context_is_checked():
+    with pytest.raises(ParamsError, match="choose one of 1, 2, 4"):
+        parse_section(ModelParams, {"context": 3}, "model")
+    with pytest.raises(ParamsError, match="needs arch unet-tex"):
+        parse_section(ModelParams, {"arch": "unet-seed", "context": 2}, "model")

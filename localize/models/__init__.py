@@ -18,11 +18,11 @@ def build_model(p: ModelParams) -> nn.Module:
     if p.arch == "unet-seed":
         return SeedUNet(p.width, p.dropout)
     if p.arch == "unet-hp":
-        return HighPassUNet(p.width, p.dropout)
+        return HighPassUNet(p.width, p.dropout, context=p.context)
     if p.arch == "unet-tex":
-        return HighPassUNet(p.width, p.dropout, residual_stats=True, pixel_head=True)
+        return HighPassUNet(p.width, p.dropout, residual_stats=True, pixel_head=True, context=p.context)
     if p.arch == "unet-tex-inputs":  # unet-tex without its per-pixel head: the statistics as inputs only
-        return HighPassUNet(p.width, p.dropout, residual_stats=True)
+        return HighPassUNet(p.width, p.dropout, residual_stats=True, context=p.context)
     if p.arch == "unet-res-srm":
         return ResUNet(p.width, dropout=p.dropout, srm=True)
     if p.arch == "unet-res":

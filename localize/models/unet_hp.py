@@ -20,6 +20,13 @@ each also relative to the image's median), and adds a per-pixel classifier on th
 convolutions) to its logits: the baseline's per-pixel decision is then a few steps away, and the
 U-Net spends its steps on the context around it. `unet-tex-inputs` has the inputs, not the head.
 
+`context` > 1 splits the resolutions: the statistics and the per-pixel head stay at the input's
+full resolution, where the trace is (a 64 px resize of a 128 px fill averages most of it away),
+while the U-Net, the costly part, runs on the image and the statistics averaged over context x
+context blocks, and its logits are upsampled bilinearly before the head's are added. The network
+then costs what it costs at the lower side; only the fixed statistics and the 1 x 1 head pay for
+the full one.
+
 The blocks are the seed's (Conv-BN-ReLU x 2, `parts.ConvBlock`); downsampling is a
 max-pool, upsampling bilinear, as in the seed, so only the layout differs. Any input side
 works: each up step resizes to its skip's exact size.
@@ -38,8 +45,9 @@ from localize.residuals import FEATURES, residual_features
 
 class HighPassUNet(nn.Module):
     def __init__(self, width: int = 32, dropout: float = 0.1, depth: int = 4, residual_stats: bool = False,
-                 pixel_head: bool = False):
+                 pixel_head: bool = False, context: int = 1):
         super().__init__()
+        self.context = context
         self.srm = SRMFilter()
         # unet-tex: the texture baseline's local residual statistics as extra input channels
         # (localize/residuals.py), normalized by a BatchNorm since their scales are log energies.
@@ -59,11 +67,16 @@ class HighPassUNet(nn.Module):
         self.up = nn.ModuleList(ConvBlock(widths[k + 1] + widths[k], widths[k], 0.0) for k in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], 1, 1)
 
+    def downscale(self, x: torch.Tensor) -> torch.Tensor:
+        """Block averages over context x context (a partial block at the border averages what it has)."""
+        return x if self.context == 1 else F.avg_pool2d(x, self.context, ceil_mode=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [x, self.srm(x)]  # (N, 12, H, W): colour and noise residuals
-        stats = self.stats(residual_features(x).to(x.dtype)) if self.stats is not None else None
+        stats = self.stats(residual_features(x).to(x.dtype)) if self.stats is not None else None  # full resolution
+        low = self.downscale(x)
+        parts = [low, self.srm(low)]  # (N, 12, h, w): colour and noise residuals at the context path's side
         if stats is not None:
-            parts.append(stats)
+            parts.append(self.downscale(stats))
         y = torch.cat(parts, 1)
         skips = []
         for k, block in enumerate(self.down):
@@ -72,5 +85,7 @@ class HighPassUNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = block(torch.cat([y, skip], 1))
-        logits = self.head(y)  # (N, 1, H, W)
+        logits = self.head(y)  # (N, 1, h, w)
+        if self.context > 1:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits + self.pixel(stats) if self.pixel is not None else logits

@@ -1,0 +1,85 @@
+"""Refit `unet-tex`'s per-pixel head to convergence before fine-tuning (train.head_steps).
+
+Why: the head is a per-pixel classifier on the residual statistics (localize/residuals.py), the
+function the `texture` baseline's trees learn from 80k pixels in seconds. Inside the U-Net it gets
+only the fine-tune's few optimizer steps, shared with everything else, and a small network fit that
+briefly stays far from what the same statistics allow. Here it is fitted alone, first: on a fixed
+sample of the split's training pixels (fakes and real faces, as the trees' sample), by per-pixel BCE
+of the whole model's logit, with the rest of the network frozen and in eval mode (its logit is a fixed
+offset), so the head learns what the pretrained U-Net does not already say. Then fine-tuning starts
+from there as before.
+
+Seeded by (train.seed, split): the pixel sample and the minibatches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from localize.batches import to_input
+from localize.residuals import residual_features
+
+PIXELS = 80_000  # sampled training pixels, as the texture baseline's default
+BATCH_PIXELS = 4096  # per optimizer step
+LR = 3e-3
+IMAGES = 64  # images per forward pass while sampling
+
+Pairs = list[tuple[np.ndarray, np.ndarray]]
+
+
+def has_head(model: torch.nn.Module) -> bool:
+    return getattr(model, "pixel", None) is not None and getattr(model, "stats", None) is not None
+
+
+def _sample(model: torch.nn.Module, pairs: Pairs, n: int, rng: np.random.Generator, device: torch.device):
+    """`n` pixels drawn uniformly from `pairs`: normalized statistics (n, F), the frozen rest's logit
+    (n,) and the label (n,)."""
+    sizes = [len(images) * images.shape[1] * images.shape[2] for images, _ in pairs]
+    if not sum(sizes) or n <= 0:
+        return None
+    chosen = np.sort(rng.choice(sum(sizes), size=min(n, sum(sizes)), replace=False))
+    stats, offsets, labels, start = [], [], [], 0
+    for images, masks in pairs:
+        per_image = images.shape[1] * images.shape[2]
+        for first in range(0, len(images), IMAGES):
+            batch = np.asarray(images[first : first + IMAGES])
+            span = len(batch) * per_image
+            local = chosen[(chosen >= start) & (chosen < start + span)] - start
+            start += span
+            if not len(local):
+                continue
+            x = to_input(batch).to(device).contiguous(memory_format=torch.channels_last)
+            s = model.stats(residual_features(x).to(x.dtype))
+            offset = model(x) - model.pixel(s)
+            idx = torch.from_numpy(local)
+            stats.append(s.permute(0, 2, 3, 1).reshape(span, -1)[idx].float().cpu())
+            offsets.append(offset.reshape(span)[idx].float().cpu())
+            labels.append(torch.from_numpy(np.asarray(masks[first : first + len(batch)]).reshape(span)[local]))
+    return torch.cat(stats), torch.cat(offsets), (torch.cat(labels) != 0).float()
+
+
+def refit_pixel_head(model: torch.nn.Module, fakes: Pairs, reals: Pairs, steps: int, real_share: float,
+                     seed: int, device: torch.device) -> float:
+    """Fit `model.pixel` for `steps` steps on sampled training pixels; return the last step's loss."""
+    rng = np.random.default_rng(seed)
+    n_real = int(round(PIXELS * real_share)) if reals else 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        parts = [p for p in (_sample(model, fakes, PIXELS - n_real, rng, device),
+                             _sample(model, reals, n_real, rng, device)) if p is not None]
+    model.train(was_training)
+    stats, offsets, labels = (torch.cat(t).to(device) for t in zip(*parts))
+    optimizer = torch.optim.Adam(model.pixel.parameters(), lr=LR)
+    generator = torch.Generator().manual_seed(seed)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        i = torch.randint(0, len(labels), (BATCH_PIXELS,), generator=generator).to(device)
+        logit = offsets[i] + model.pixel(stats[i][:, :, None, None]).reshape(-1)
+        loss = F.binary_cross_entropy_with_logits(logit, labels[i])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
