@@ -611,33 +611,46 @@ def run_phase(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- archs
 
 
+def arch_spec(spec: str, size: int) -> tuple[str, int, int]:
+    """`--archs` entries: ARCH, or ARCH@SIDE, or ARCH@SIDE/CONTEXT (model.context), e.g. unet-tex@128/2."""
+    arch, _, rest = spec.partition("@")
+    side, _, context = rest.partition("/")
+    return arch, int(side) if side else size, int(context) if context else 1
+
+
 def bench_archs(args: argparse.Namespace) -> None:
     """Training images/s of each architecture on the same in-memory batches, and the ratio to
-    unet-seed. Rounds alternate between the models, so a busy neighbour slows them all alike."""
+    the first. Rounds alternate between the models, so a busy neighbour slows them all alike."""
     device, precision, threads = runtime(args.precision)
     loss_fn = LOSSES["dice"]
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size, generator=g).mul(2).sub(1)
-    x = x.to(device).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(args.batch, 1, args.size, args.size, generator=g) > 0.8).float().to(device)
-    models = {arch: new_model(ModelParams(arch=arch, width=args.width), 1e-3, device) for arch in args.archs}
-    times: dict[str, list[float]] = {arch: [] for arch in args.archs}
+    specs = {spec: arch_spec(spec, args.size) for spec in args.archs}
+    data = {}
+    for side in sorted({side for _, side, _ in specs.values()}):
+        x = torch.rand(args.batch, 3, side, side, generator=g).mul(2).sub(1)
+        y = (torch.rand(args.batch, 1, side, side, generator=g) > 0.8).float().to(device)
+        data[side] = x.to(device).contiguous(memory_format=torch.channels_last), y
+    models = {spec: new_model(ModelParams(arch=arch, width=args.width, context=context), 1e-3, device)
+              for spec, (arch, _, context) in specs.items()}
+    times: dict[str, list[float]] = {spec: [] for spec in args.archs}
     for round_ in range(args.repeats + 1):
-        for arch, (model, optimizer) in models.items():
+        for spec, (model, optimizer) in models.items():
+            x, y = data[specs[spec][1]]
             sync(device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 train_step(model, optimizer, loss_fn, x, y, device, precision)
             sync(device)
             if round_:  # the first round warms up
-                times[arch].append(args.steps * args.batch / (time.perf_counter() - start))
-    print(f"{device.type}, {precision}, {threads} threads, {args.size}px, batch {args.batch}, width {args.width}")
+                times[spec].append(args.steps * args.batch / (time.perf_counter() - start))
+    print(f"{device.type}, {precision}, {threads} threads, {args.size}px unless named, batch {args.batch}, "
+          f"width {args.width}")
     base = median(times[args.archs[0]])
-    for arch in args.archs:
-        params = sum(p.numel() for p in models[arch][0].parameters())
-        print(f"{arch:>14}: {median(times[arch]):7.1f} images/s  ({median(times[arch]) / base:.2f}x "
+    for spec in args.archs:
+        params = sum(p.numel() for p in models[spec][0].parameters())
+        print(f"{spec:>16}: {median(times[spec]):7.1f} images/s  ({median(times[spec]) / base:.2f}x "
               f"{args.archs[0]})  {params / 1e6:.2f} M parameters")
-    last_line(**{f"{arch}_images_per_s": median(times[arch]) for arch in args.archs})
+    last_line(**{f"{spec}_images_per_s": median(times[spec]) for spec in args.archs})
 
 
 # ---------------------------------------------------------------- command line
@@ -693,7 +706,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("archs", help="training images/s per architecture, against the first")
     common(p)
-    p.add_argument("--archs", nargs="+", default=["unet-seed", "unet-hp", "unet-res-srm", "patches"])
+    p.add_argument("--archs", nargs="+", default=["unet-seed", "unet-hp", "unet-res-srm", "patches"],
+                   help="ARCH, ARCH@SIDE or ARCH@SIDE/CONTEXT (model.context), e.g. unet-tex@128/2")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=5, help="steps per timed round")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (plus one warm-up)")

@@ -14,6 +14,10 @@ Every single-generator split (in-domain cell) and every leave-one-out split (hel
 thresholded on its valid fakes and scored on the held-out test set at 64 px; no small-region
 post-process. It prints each row with the mean's 95% interval (bootstrap over each cell's test
 images, 1000 resamples). A benchmark, not a test: minutes per mode on two cores.
+
+`--learner mlp` puts a small network in the trees' place, of `unet-tex`'s per-pixel head's shape
+(BatchNorm, then 32 and 32 hidden units), fit by BCE on the same pixels for `--mlp-steps` Adam steps of
+4096 pixels: how fast such a head learns what the trees learn (localize/head_fit.py).
 """
 
 from __future__ import annotations
@@ -76,8 +80,43 @@ def smooth(prob: np.ndarray, side: int) -> np.ndarray:
     return F.avg_pool2d(F.pad(t, (side // 2,) * 4, mode="replicate"), side, 1)[:, 0].numpy()
 
 
-def fit(features: Features, gens: list[str], p: TextureParams) -> HistGradientBoostingClassifier:
-    """Trees on p.pixels training pixels: (1 - p.real) of them from the split's fakes, the rest real."""
+class HeadMLP:
+    """The per-pixel head's shape as a classifier with the trees' fit / predict_proba interface."""
+
+    def __init__(self, steps: int, seed: int):
+        self.steps, self.seed = steps, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> HeadMLP:
+        torch.manual_seed(self.seed)
+        k = x.shape[1]
+        self.net = torch.nn.Sequential(torch.nn.BatchNorm1d(k), torch.nn.Linear(k, 32), torch.nn.ReLU(),
+                                       torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        optimizer = torch.optim.Adam(self.net.parameters(), lr=3e-3)
+        xs, ys = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y.astype(np.float32))
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.steps):
+            i = torch.randint(0, len(xs), (4096,), generator=generator)
+            loss = F.binary_cross_entropy_with_logits(self.net(xs[i])[:, 0], ys[i])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        self.net.eval()
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            p = torch.sigmoid(self.net(torch.from_numpy(np.ascontiguousarray(x, np.float32)))[:, 0]).numpy()
+        return np.stack([1 - p, p], 1)
+
+
+def trees(p: TextureParams) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=p.iterations, learning_rate=p.learning_rate,
+                                          max_leaf_nodes=p.leaves, early_stopping=False, random_state=p.seed)
+
+
+def fit(features: Features, gens: list[str], p: TextureParams, learner=trees):
+    """Trees (or the head-shaped MLP) on p.pixels training pixels: (1 - p.real) of them from the split's
+    fakes, the rest real."""
     rng = np.random.default_rng(p.seed)
     draws = [(g, int((1 - p.real) * p.pixels / len(gens))) for g in gens] + [(REAL, int(p.real * p.pixels))]
     xs, ys = [], []
@@ -86,14 +125,12 @@ def fit(features: Features, gens: list[str], p: TextureParams) -> HistGradientBo
         chosen = rng.choice(m.size, min(k, m.size), replace=False)
         xs.append(f.reshape(m.size, -1)[chosen])
         ys.append(m.reshape(-1)[chosen])
-    model = HistGradientBoostingClassifier(max_iter=p.iterations, learning_rate=p.learning_rate,
-                                           max_leaf_nodes=p.leaves, early_stopping=False, random_state=p.seed)
-    return model.fit(np.concatenate(xs), np.concatenate(ys))
+    return learner(p).fit(np.concatenate(xs), np.concatenate(ys))
 
 
-def cell(features: Features, gens: list[str], test_gen: str, p: TextureParams) -> np.ndarray:
+def cell(features: Features, gens: list[str], test_gen: str, p: TextureParams, learner=trees) -> np.ndarray:
     """Per-image IoU on `test_gen`'s test fakes of the split trained on `gens`, thresholded on its valid."""
-    model = fit(features, gens, p)
+    model = fit(features, gens, p, learner)
 
     def maps(gen: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         f, m = features(gen, split)
@@ -120,18 +157,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prepared-2x", type=Path, required=True, help="the same index preprocessed at twice the size")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--modes", nargs="+", choices=["64", "128", "both"], default=["64", "128"])
+    ap.add_argument("--learner", choices=["trees", "mlp"], default="trees")
+    ap.add_argument("--mlp-steps", type=int, default=400, help="--learner mlp: Adam steps of 4096 pixels")
     args = ap.parse_args(argv)
+    learner = trees if args.learner == "trees" else lambda p: HeadMLP(args.mlp_steps, p.seed)
     p = load_section(TextureParams, "texture", args.params)
     base, double = Prepared(args.prepared), Prepared(args.prepared_2x)
     gens = base.generators
     setup_threads(None)
     for mode in args.modes:
         started, features = time.perf_counter(), Features(base, double, mode)
-        own = {g: cell(features, [g], g, p) for g in gens}
-        held = {g: cell(features, [x for x in gens if x != g], g, p) for g in gens}
+        own = {g: cell(features, [g], g, p, learner) for g in gens}
+        held = {g: cell(features, [x for x in gens if x != g], g, p, learner) for g in gens}
         rng = np.random.default_rng(0)
-        print(row(f"{mode} in-domain", own, rng))
-        print(row(f"{mode} held-out", held, rng) + f" | {time.perf_counter() - started:.0f} s", flush=True)
+        print(row(f"{args.learner} {mode} in-domain", own, rng))
+        seconds = time.perf_counter() - started
+        print(row(f"{args.learner} {mode} held-out", held, rng) + f" | {seconds:.0f} s", flush=True)
 
 
 if __name__ == "__main__":
