@@ -1,6 +1,6 @@
 """What made the difference: the default recipe's changes, one at a time, on one training split.
 
-    python benchmarks/ablation.py [--prepared data/prepared] [--split no-poisson] [--rows r1 r2 ...]
+    python benchmarks/ablation.py [--prepared data/prepared] [--split no-poisson] [--rows r1 r2 ...] [--min-region]
 
 Each row trains `--split` with the stages' own code (localize.training.fit, the `model` and
 `train` params of the row: the committed params.yaml's, then the row's overrides) and scores
@@ -26,13 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from localize.config import parse_section  # noqa: E402
-from localize.evaluation import Bootstrap, score_model  # noqa: E402
+from localize.config import load_section, parse_section  # noqa: E402
+from localize.evaluation import Bootstrap, score_model, valid_min_region  # noqa: E402
 from localize.inference import with_tta  # noqa: E402
 from localize.layout import REAL  # noqa: E402
 from localize.models import ModelParams, build_model  # noqa: E402
-from localize.params import PretrainParams  # noqa: E402
+from localize.params import EvaluateParams, PretrainParams  # noqa: E402
 from localize.prepared import Prepared  # noqa: E402
+from localize.regions import min_pixels  # noqa: E402
 from localize.runtime import Runtime, pick_precision, setup_threads  # noqa: E402
 from localize.splits import training_splits  # noqa: E402
 from localize.training import SplitData, TrainParams, fit  # noqa: E402
@@ -178,7 +179,8 @@ def pretrained(prepared: Prepared, mp: ModelParams, p: PretrainParams) -> dict:
     return _PRETRAINED[key]
 
 
-def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap) -> str:
+def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap,
+            min_region: list[float] | None = None) -> str:
     mp, tp = row.model, row.train
     device = torch.device("cpu")
     rt = Runtime(device, pick_precision(tp.precision, device), setup_threads(tp.threads))
@@ -191,7 +193,13 @@ def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Boo
     seconds = time.perf_counter() - start
     model = build_model(mp)
     model.load_state_dict(weights)
-    scores = score_model(with_tta(model, row.tta), prepared, 0.5, 64, "max")
+    model = with_tta(model, row.tta)
+    pixels, note = 0, ""
+    if min_region:  # evaluate's post-process: the share chosen on the split's valid (localize/regions.py)
+        share, _ = valid_min_region(model, prepared, gens, 0.5, min_region, 64)
+        pixels = min_pixels(share, prepared.size, prepared.size)
+        note = f" | min region {share:g} ({pixels} px)"
+    scores = score_model(model, prepared, 0.5, 64, "max", min_region=pixels)
 
     def cell(chosen: list[str]) -> str:
         if not chosen:
@@ -205,7 +213,7 @@ def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Boo
     clean = (scores.real_flagged == 0).astype(np.float64)
     low, high = boot.interval([(REAL, clean)])
     return (f"{cell(seen)} | {cell(unseen)} | {100 * clean.mean():.1f} ({100 * low:.1f}–{100 * high:.1f}) "
-            f"| {seconds:.0f} s")
+            f"| {seconds:.0f} s{note}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,9 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--split", default="no-poisson")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--min-region", action="store_true",
+                    help="apply evaluate's small-region post-process (evaluate.min_region, chosen on valid)")
     args = ap.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     others = dict(args.prepared_at)
+    candidates = load_section(EvaluateParams, "evaluate", args.params).min_region if args.min_region else None
     gens = training_splits(Prepared(args.prepared).generators)[args.split]
     print(f"split {args.split}; budget {BUDGET}; IoU x100 with 95% intervals over test images")
     print("| row | what changes | own generators | never seen | real faces clean | training time |")
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         row = row_params(args.params, overrides)
         prepared = prepared_at(row.size, args.prepared, others)
         boot = Bootstrap(prepared, 1000, 0)  # resamples test images by index: the same draws at any size
-        print(f"| {name} | {what} | {run_row(prepared, args.split, gens, row, boot)} |")
+        print(f"| {name} | {what} | {run_row(prepared, args.split, gens, row, boot, candidates)} |")
 
 
 if __name__ == "__main__":
