@@ -180,7 +180,7 @@ def pretrained(prepared: Prepared, mp: ModelParams, p: PretrainParams) -> dict:
 
 
 def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Bootstrap,
-            min_region: list[float] | None = None) -> str:
+            candidates: list[float] | None = None) -> str:
     mp, tp = row.model, row.train
     device = torch.device("cpu")
     rt = Runtime(device, pick_precision(tp.precision, device), setup_threads(tp.threads))
@@ -195,8 +195,8 @@ def run_row(prepared: Prepared, split: str, gens: list[str], row: Row, boot: Boo
     model.load_state_dict(weights)
     model = with_tta(model, row.tta)
     pixels, note = 0, ""
-    if min_region:  # evaluate's post-process: the share chosen on the split's valid (localize/regions.py)
-        share, _ = valid_min_region(model, prepared, gens, 0.5, min_region, 64)
+    if candidates:  # evaluate's post-process: the share chosen on the split's valid (localize/regions.py)
+        share, _ = valid_min_region(model, prepared, gens, 0.5, candidates, 64)
         pixels = min_pixels(share, prepared.size, prepared.size)
         note = f" | min region {share:g} ({pixels} px)"
     scores = score_model(model, prepared, 0.5, 64, "max", min_region=pixels)

@@ -19,50 +19,37 @@ import torch
 import torch.nn.functional as F
 
 from localize.batches import to_input
-from localize.residuals import residual_features
+from localize.pixel_sample import Pairs, sampled_batches
 
 PIXELS = 80_000  # sampled training pixels, as the texture baseline's default
 BATCH_PIXELS = 4096  # per optimizer step
 LR = 3e-3
 IMAGES = 64  # images per forward pass while sampling
 
-Pairs = list[tuple[np.ndarray, np.ndarray]]
-
 
 def has_head(model: torch.nn.Module) -> bool:
-    return getattr(model, "pixel", None) is not None and getattr(model, "stats", None) is not None
+    return getattr(model, "pixel", None) is not None and hasattr(model, "forward_parts")
 
 
 def _sample(model: torch.nn.Module, pairs: Pairs, n: int, rng: np.random.Generator, device: torch.device):
-    """`n` pixels drawn uniformly from `pairs`: normalized statistics (n, F), the frozen rest's logit
-    (n,) and the label (n,)."""
-    sizes = [len(images) * images.shape[1] * images.shape[2] for images, _ in pairs]
-    if not sum(sizes) or n <= 0:
+    """`n` pixels drawn uniformly from `pairs` (localize/pixel_sample.py): normalized statistics (n, F),
+    the frozen rest's logit (n,) and the label (n,); None when there is none."""
+    stats, offsets, labels = [], [], []
+    for batch, batch_labels, local in sampled_batches(pairs, n, rng, IMAGES):
+        x = to_input(batch).to(device).contiguous(memory_format=torch.channels_last)
+        s, offset = model.forward_parts(x)
+        idx = torch.from_numpy(local)
+        stats.append(s.permute(0, 2, 3, 1).reshape(-1, s.shape[1])[idx].float().cpu())
+        offsets.append(offset.reshape(-1)[idx].float().cpu())
+        labels.append(torch.from_numpy(batch_labels))
+    if not labels:
         return None
-    chosen = np.sort(rng.choice(sum(sizes), size=min(n, sum(sizes)), replace=False))
-    stats, offsets, labels, start = [], [], [], 0
-    for images, masks in pairs:
-        per_image = images.shape[1] * images.shape[2]
-        for first in range(0, len(images), IMAGES):
-            batch = np.asarray(images[first : first + IMAGES])
-            span = len(batch) * per_image
-            local = chosen[(chosen >= start) & (chosen < start + span)] - start
-            start += span
-            if not len(local):
-                continue
-            x = to_input(batch).to(device).contiguous(memory_format=torch.channels_last)
-            s = model.stats(residual_features(x).to(x.dtype))
-            offset = model(x) - model.pixel(s)
-            idx = torch.from_numpy(local)
-            stats.append(s.permute(0, 2, 3, 1).reshape(span, -1)[idx].float().cpu())
-            offsets.append(offset.reshape(span)[idx].float().cpu())
-            labels.append(torch.from_numpy(np.asarray(masks[first : first + len(batch)]).reshape(span)[local]))
     return torch.cat(stats), torch.cat(offsets), (torch.cat(labels) != 0).float()
 
 
 def refit_pixel_head(model: torch.nn.Module, fakes: Pairs, reals: Pairs, steps: int, real_share: float,
-                     seed: int, device: torch.device) -> float:
-    """Fit `model.pixel` for `steps` steps on sampled training pixels; return the last step's loss."""
+                     seed: int, device: torch.device) -> None:
+    """Fit `model.pixel` in place for `steps` steps on sampled training pixels."""
     rng = np.random.default_rng(seed)
     n_real = int(round(PIXELS * real_share)) if reals else 0
     was_training = model.training
@@ -74,7 +61,6 @@ def refit_pixel_head(model: torch.nn.Module, fakes: Pairs, reals: Pairs, steps: 
     stats, offsets, labels = (torch.cat(t).to(device) for t in zip(*parts))
     optimizer = torch.optim.Adam(model.pixel.parameters(), lr=LR)
     generator = torch.Generator().manual_seed(seed)
-    loss = torch.zeros(())
     for _ in range(steps):
         i = torch.randint(0, len(labels), (BATCH_PIXELS,), generator=generator).to(device)
         logit = offsets[i] + model.pixel(stats[i][:, :, None, None]).reshape(-1)
@@ -82,4 +68,3 @@ def refit_pixel_head(model: torch.nn.Module, fakes: Pairs, reals: Pairs, steps: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return float(loss.detach())

@@ -23,9 +23,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from localize.batches import to_input
 from localize.metrics import iou_per_image
 from localize.params import TextureParams
+from localize.pixel_sample import Pairs, sampled_batches
 from localize.residuals import residual_features
-
-Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images uint8 (N,H,W,3), masks uint8 (N,H,W), 1 = fake)
 
 BATCH = 64  # images per feature batch
 
@@ -44,20 +43,12 @@ def _batches(images: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 def sample_pixels(pairs: Pairs, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`n` pixels drawn uniformly from every image of `pairs`: features (n, F) and labels (n,)."""
-    total = sum(images.shape[0] * images.shape[1] * images.shape[2] for images, _ in pairs)
-    if total == 0:
+    xs, ys = [], []
+    for batch, labels, local in sampled_batches(pairs, n, rng, BATCH):
+        xs.append(features(batch).reshape(len(batch) * batch.shape[1] * batch.shape[2], -1)[local])
+        ys.append(labels)
+    if not xs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.uint8)
-    chosen = np.sort(rng.choice(total, size=min(n, total), replace=False))
-    xs, ys, offset = [], [], 0
-    for images, masks in pairs:
-        per_image = images.shape[1] * images.shape[2]
-        for start, batch in _batches(images):
-            span = len(batch) * per_image
-            local = chosen[(chosen >= offset) & (chosen < offset + span)] - offset
-            if len(local):
-                xs.append(features(batch).reshape(span, -1)[local])
-                ys.append(np.asarray(masks[start : start + len(batch)]).reshape(span)[local])
-            offset += span
     return np.concatenate(xs), np.concatenate(ys).astype(np.uint8)
 
 

@@ -72,6 +72,12 @@ class HighPassUNet(nn.Module):
         return x if self.context == 1 else F.avg_pool2d(x, self.context, ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats, logits = self.forward_parts(x)
+        return logits + self.pixel(stats) if self.pixel is not None else logits
+
+    def forward_parts(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(the normalized residual statistics at full size or None, the U-Net's logits at full size):
+        forward's two terms before the per-pixel head, so the head can be fitted alone on them."""
         stats = self.stats(residual_features(x).to(x.dtype)) if self.stats is not None else None  # full resolution
         low = self.downscale(x)
         parts = [low, self.srm(low)]  # (N, 12, h, w): colour and noise residuals at the context path's side
@@ -88,4 +94,4 @@ class HighPassUNet(nn.Module):
         logits = self.head(y)  # (N, 1, h, w)
         if self.context > 1:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits + self.pixel(stats) if self.pixel is not None else logits
+        return stats, logits
