@@ -57,11 +57,14 @@ def default_model(arch: str | None = None):
 
     from localize.config import parse_section
     from localize.models import ModelParams
+    from localize.params import CONTEXT_ARCHS
     values = yaml.safe_load((REPO / "params.yaml").read_text())["model"]
     if arch:
         values = {**values, "arch": arch}
         if arch == "unet-seed":
             values["width"] = 32  # the seed's width (metrics/reference/unet-seed)
+        if arch not in CONTEXT_ARCHS:
+            values["context"] = 1  # no context path: full resolution only
     return parse_section(ModelParams, values, "model")
 
 

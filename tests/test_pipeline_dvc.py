@@ -26,7 +26,7 @@ TINY = {
     "preprocess": {"size": 16},
     "model": {"width": 4},
     "pretrain": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
-    "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
+    "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "head_steps": 5},  # the head refit, through DVC
     "texture": {"pixels": 2000, "iterations": 5},
     "evaluate": {"overlay_images": 2},
     "robustness": {"sweep": {"jpeg": [50], "noise": [5]}, "max_images": 4, "bootstrap": 50},
