@@ -171,7 +171,7 @@ def step_rate(prepared: Path, steps: int, batch: int, arch: str = "unet-hp") -> 
     threads = setup_threads(None)
     device = torch.device("cpu")
     precision = pick_precision("auto", device)
-    mp = parse_section(ModelParams, {**params["model"], "arch": arch}, "model")
+    mp = parse_section(ModelParams, params["model"], "model").for_arch(arch)
     model = build_model(mp).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = LOSSES[params["train"]["loss"]]

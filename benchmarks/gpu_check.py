@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -57,15 +58,11 @@ def default_model(arch: str | None = None):
 
     from localize.config import parse_section
     from localize.models import ModelParams
-    from localize.params import CONTEXT_ARCHS
-    values = yaml.safe_load((REPO / "params.yaml").read_text())["model"]
-    if arch:
-        values = {**values, "arch": arch}
-        if arch == "unet-seed":
-            values["width"] = 32  # the seed's width (metrics/reference/unet-seed)
-        if arch not in CONTEXT_ARCHS:
-            values["context"] = 1  # no context path: full resolution only
-    return parse_section(ModelParams, values, "model")
+    mp = parse_section(ModelParams, yaml.safe_load((REPO / "params.yaml").read_text())["model"], "model")
+    if not arch:
+        return mp
+    mp = mp.for_arch(arch)
+    return replace(mp, width=32) if arch == "unet-seed" else mp  # the seed's width (metrics/reference/unet-seed)
 
 
 def train_rate(arch: str | None, precision: str, steps: int, warmup: int = 3, device: str = "cuda") -> dict:

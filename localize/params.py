@@ -11,7 +11,7 @@ through this module alone: no library module imports a stage.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from localize.config import MAX_BATCH, MAX_BOOTSTRAP, check_range, choice, short
 from localize.imageio import MAX_FILE_BYTES_PER_PIXEL, MAX_PIXELS, check_max_file_bytes_per_pixel, check_max_pixels
@@ -204,6 +204,11 @@ class ModelParams:
         if self.context > 1 and self.arch not in CONTEXT_ARCHS:
             raise ValueError(f"context = {self.context} needs arch {' or '.join(CONTEXT_ARCHS)} "
                              f"(a {self.arch} runs at full resolution only: use context 1)")
+
+    def for_arch(self, arch: str) -> ModelParams:
+        """These params with another arch (a benchmark's comparison row): context 1 where `arch` has
+        no context path, the rest kept."""
+        return replace(self, arch=arch, context=self.context if arch in CONTEXT_ARCHS else 1)
 
 
 @dataclass(frozen=True)

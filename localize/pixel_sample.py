@@ -15,6 +15,12 @@ import numpy as np
 Pairs = list[tuple[np.ndarray, np.ndarray]]  # (images uint8 (N,H,W,3), masks uint8 (N,H,W), 1 = fake)
 
 
+def image_batches(images: np.ndarray, batch: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, images[start : start + batch]) for every batch of `images`, read into memory one at a time."""
+    for start in range(0, len(images), batch):
+        yield start, np.asarray(images[start : start + batch])
+
+
 def sampled_batches(pairs: Pairs, n: int, rng: np.random.Generator,
                     batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Draw min(n, all pixels) pixels of `pairs` uniformly; for each batch of at most `batch` images
@@ -27,8 +33,7 @@ def sampled_batches(pairs: Pairs, n: int, rng: np.random.Generator,
     offset = 0
     for images, masks in pairs:
         per_image = images.shape[1] * images.shape[2]
-        for start in range(0, len(images), batch):
-            images_batch = np.asarray(images[start : start + batch])
+        for start, images_batch in image_batches(images, batch):
             span = len(images_batch) * per_image
             local = chosen[(chosen >= offset) & (chosen < offset + span)] - offset
             offset += span

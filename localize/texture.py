@@ -23,7 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from localize.batches import to_input
 from localize.metrics import iou_per_image
 from localize.params import TextureParams
-from localize.pixel_sample import Pairs, sampled_batches
+from localize.pixel_sample import Pairs, image_batches, sampled_batches
 from localize.residuals import residual_features
 
 BATCH = 64  # images per feature batch
@@ -36,16 +36,12 @@ def features(images: np.ndarray) -> np.ndarray:
     return f.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
 
 
-def _batches(images: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-    for start in range(0, len(images), BATCH):
-        yield start, np.asarray(images[start : start + BATCH])
-
-
 def sample_pixels(pairs: Pairs, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`n` pixels drawn uniformly from every image of `pairs`: features (n, F) and labels (n,)."""
     xs, ys = [], []
     for batch, labels, local in sampled_batches(pairs, n, rng, BATCH):
-        xs.append(features(batch).reshape(len(batch) * batch.shape[1] * batch.shape[2], -1)[local])
+        f = features(batch)
+        xs.append(f.reshape(-1, f.shape[-1])[local])
         ys.append(labels)
     if not xs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.uint8)
@@ -88,7 +84,7 @@ def probability_maps(model: HistGradientBoostingClassifier, images: np.ndarray, 
     computed at every pixel) and interpolates between them: stride² fewer predictions, the cost
     of this baseline, for a map that the box filter smooths anyway.
     """
-    for _, batch in _batches(images):
+    for _, batch in image_batches(images, BATCH):
         f = features(batch)[:, ::stride, ::stride]
         b, h, w, k = f.shape
         prob = model.predict_proba(f.reshape(-1, k))[:, 1].reshape(b, 1, h, w).astype(np.float32)

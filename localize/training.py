@@ -361,7 +361,7 @@ def fit(split: str, data: SplitData, mp: ModelParams, tp: TrainParams, rt: Runti
         progress = Progress()
         if tp.head_steps and has_head(model):  # a fresh start (a checkpoint already holds the refit head)
             refit_pixel_head(model, data.train, data.real_train, tp.head_steps, tp.real,
-                             _epoch_seed(tp.seed, split, 0), rt.device)
+                             _epoch_seed(tp.seed, split, 0), rt.device, tp.degrade)
     elif group.main:
         tqdm.write(f"[{split}] resuming after epoch {progress.epoch} from {checkpoint}")
     average = moving_average(model, tp.ema, progress.ema_state)

@@ -57,3 +57,25 @@ def test_only_unet_tex_has_a_head():
     assert has_head(build_model(ModelParams(arch="unet-tex", width=4)))
     assert not has_head(build_model(ModelParams(arch="unet-tex-inputs", width=4)))
     assert not has_head(build_model(ModelParams(arch="unet-seed", width=4)))
+
+
+def _refit_head(fakes, reals, **kwargs):
+    torch.manual_seed(0)
+    model = build_model(ModelParams(arch="unet-tex", width=4))
+    refit_pixel_head(model, fakes, reals, steps=20, real_share=0.25, seed=3, device=CPU, **kwargs)
+    return model.pixel.state_dict()
+
+
+def test_refit_degrades_its_pixels_as_train_degrade_does(monkeypatch):
+    import localize.head_fit as head_fit
+    fakes, reals = _pairs()
+    pristine = _refit_head(fakes, reals)
+    assert all(torch.equal(pristine[k], v) for k, v in _refit_head(fakes, reals, degrade=0.0).items())
+    seen = []
+    real_degrade = head_fit.degrade_batch
+    monkeypatch.setattr(head_fit, "degrade_batch",
+                        lambda images, p, rng: seen.append(p) or real_degrade(images, p, rng))
+    degraded = [_refit_head(fakes, reals, degrade=1.0) for _ in range(2)]
+    assert seen and set(seen) == {1.0}  # every sampled batch, fakes and reals, goes through it
+    assert all(torch.equal(degraded[0][k], degraded[1][k]) for k in pristine)  # seeded
+    assert not all(torch.equal(pristine[k], degraded[0][k]) for k in pristine)  # and fitted on other pixels

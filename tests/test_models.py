@@ -122,3 +122,10 @@ def test_context_is_checked():
         parse_section(ModelParams, {"context": 3}, "model")
     with pytest.raises(ParamsError, match="needs arch unet-tex"):
         parse_section(ModelParams, {"arch": "unet-seed", "context": 2}, "model")
+
+
+def test_for_arch_keeps_the_context_only_where_the_arch_has_one():
+    mp = ModelParams(arch="unet-tex", width=8, context=2)
+    assert mp.for_arch("unet-hp") == ModelParams(arch="unet-hp", width=8, context=2)
+    assert mp.for_arch("unet-seed") == ModelParams(arch="unet-seed", width=8, context=1)
+    build_model(mp.for_arch("unet-seed"))  # a valid model, where context 2 would be refused
