@@ -116,7 +116,7 @@ ROWS.update({
     "head300-128-ctx2": ("tex-pre-128-ctx2 with train.head_steps 300",
                          {**TEX_PRE, "preprocess.size": 128, "model.context": 2, "train.head_steps": 300}),
     "head1000-128-ctx2-degrade": ("head1000-128-ctx2 with each fine-tuning image resized and JPEG re-saved with "
-                                  "probability 0.5 (train.degrade; the head refit's pixels stay as they are)",
+                                  "probability 0.5 (train.degrade), the head refit's sampled images too",
                                   {**TEX_PRE, "preprocess.size": 128, "model.context": 2, "train.head_steps": 1000,
                                    "train.degrade": 0.5}),
     "head1000-real50-128-ctx2": ("head1000-128-ctx2 with half of each batch (and of the refit's pixels) real",
