@@ -120,30 +120,51 @@ def score_model(model: nn.Module, prepared: Prepared, threshold: float, batch_si
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
-def _mean_iou_per_threshold(model: nn.Module, images: np.ndarray, masks: np.ndarray, batch_size: int) -> np.ndarray:
-    sums = np.zeros(len(THRESHOLDS))
-    for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
-        sums += [iou_per_image(binarize(prob, t), true).sum() for t in THRESHOLDS]
-    return sums / max(len(images), 1)
+@dataclass(frozen=True)
+class ValidMaps:
+    """One model's single pass over the valid split of its own generators and the valid real faces,
+    all that the choices made on valid read: per set, the mean per-image IoU at each of THRESHOLDS,
+    and the binary maps at `threshold` (the evaluate threshold)."""
+
+    threshold: float
+    mean_ious: dict[str, np.ndarray] = field(default_factory=dict)  # set name -> one mean IoU per THRESHOLDS
+    binary: dict[str, np.ndarray] = field(default_factory=dict)  # set name -> bool (N, H, W)
+
+
+def read_valid(model: nn.Module, prepared: Prepared, generators: list[str], threshold: float, batch_size: int,
+               ) -> ValidMaps:
+    """Run `model` once over every valid set that valid_thresholds and valid_min_region choose on."""
+    names = [g for g in generators if prepared.has(g, "valid")] + ([REAL] if prepared.has(REAL, "valid") else [])
+    out = ValidMaps(threshold)
+    for name in names:
+        images, masks = prepared.arrays(name, "valid")
+        sums, binary = np.zeros(len(THRESHOLDS)), []
+        for prob, true in iter_probs_with_masks(model, images, masks, batch_size=batch_size):
+            sums += [iou_per_image(binarize(prob, t), true).sum() for t in THRESHOLDS]
+            binary.append(binarize(prob, threshold))
+        out.mean_ious[name] = sums / max(len(images), 1)
+        out.binary[name] = np.concatenate(binary) if binary else np.zeros((0, *images.shape[1:3]), bool)
+    return out
 
 
 def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str], batch_size: int,
-                     ) -> dict[str, float]:
+                     maps: ValidMaps | None = None) -> dict[str, float]:
     """Two thresholds from THRESHOLDS, each the best on the valid split of the model's own generators:
     `iou`, for the fakes' mean IoU alone (the table's measure); `selection`, for the training stage's
     selection score (fakes' IoU, discounted for the real faces flagged: localize.metrics.selection_score).
-    Ties go to the value nearest 0.5. Empty without valid fakes.
+    Ties go to the value nearest 0.5. Empty without valid fakes. `maps`: the model's `read_valid`, if
+    already read.
 
     They are chosen without the test set, and reported beside Dolos' fixed 0.5, never instead of it."""
     chosen = [g for g in generators if prepared.has(g, "valid")]
     if not chosen:
         return {}
+    maps = maps or read_valid(model, prepared, generators, 0.5, batch_size)
     counts = [prepared.splits[g]["valid"] for g in chosen]
-    fakes = sum(_mean_iou_per_threshold(model, *prepared.arrays(g, "valid"), batch_size) * n
-                for g, n in zip(chosen, counts)) / sum(counts)
+    fakes = sum(maps.mean_ious[g] * n for g, n in zip(chosen, counts)) / sum(counts)
     selection = fakes
-    if prepared.has(REAL, "valid"):
-        selection = selection_score(fakes, _mean_iou_per_threshold(model, *prepared.arrays(REAL, "valid"), batch_size))
+    if REAL in maps.mean_ious:
+        selection = selection_score(fakes, maps.mean_ious[REAL])
 
     def best(score: np.ndarray) -> float:
         return THRESHOLDS[max(range(len(THRESHOLDS)), key=lambda k: (round(score[k], 9), -abs(THRESHOLDS[k] - 0.5)))]
@@ -152,18 +173,19 @@ def valid_thresholds(model: nn.Module, prepared: Prepared, generators: list[str]
 
 
 def valid_min_region(model: nn.Module, prepared: Prepared, generators: list[str], threshold: float,
-                     candidates: list[float], batch_size: int) -> tuple[float, dict[float, float]]:
+                     candidates: list[float], batch_size: int, maps: ValidMaps | None = None,
+                     ) -> tuple[float, dict[float, float]]:
     """The share of the image below which flagged regions are dropped from the model's maps, chosen on
-    the valid split of its own generators (localize.regions.choose_on_valid); and each candidate's score."""
-    def binary(name: str) -> np.ndarray:
-        return binarize(predict_probs(model, prepared.arrays(name, "valid")[0], batch_size=batch_size), threshold)
-
+    the valid split of its own generators (localize.regions.choose_on_valid); and each candidate's score.
+    `maps`: the model's `read_valid` at `threshold`, if already read."""
     train = [prepared.arrays(g, "train")[1] for g in generators if prepared.has(g, "train")]
     if largest_allowed(candidates, smallest_mask_share(train)) == [0.0]:
         return 0.0, {}  # nothing to choose: no valid inference
-    fakes = [(binary(g), prepared.arrays(g, "valid")[1]) for g in generators if prepared.has(g, "valid")]
-    reals = binary(REAL) if prepared.has(REAL, "valid") else None
-    return choose_on_valid(candidates, train, fakes, reals)
+    if maps is not None and maps.threshold != threshold:
+        raise ValueError(f"valid maps read at threshold {maps.threshold}, asked for {threshold}")
+    maps = maps or read_valid(model, prepared, generators, threshold, batch_size)
+    fakes = [(maps.binary[g], prepared.arrays(g, "valid")[1]) for g in generators if prepared.has(g, "valid")]
+    return choose_on_valid(candidates, train, fakes, maps.binary.get(REAL))
 
 
 def trivial_ious(prepared: Prepared) -> dict[str, dict[str, np.ndarray]]:

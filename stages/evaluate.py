@@ -45,6 +45,7 @@ from localize.evaluation import (
     ordered_model_files,
     percent,
     prior_ious,
+    read_valid,
     real_clean,
     rounded,
     score_model,
@@ -335,9 +336,11 @@ def score_all(prepared_dir: Path, models_dir: Path, ep: EvaluateParams, texture_
             raise ValueError(f"{path}: trained at {saved.size}px but the prepared data is {prepared.size}px")
         models[saved.split] = saved
         model = with_tta(model, ep.tta)
-        chosen = valid_thresholds(model, prepared, saved.train_generators, ep.batch_size)
+        # One pass over the valid images for both choices made on them.
+        valid = read_valid(model, prepared, saved.train_generators, ep.threshold, ep.batch_size)
+        chosen = valid_thresholds(model, prepared, saved.train_generators, ep.batch_size, valid)
         share, region_scores[saved.split] = valid_min_region(model, prepared, saved.train_generators, ep.threshold,
-                                                             ep.min_region, ep.batch_size)
+                                                             ep.min_region, ep.batch_size, valid)
         scores[saved.split] = score_model(model, prepared, ep.threshold, ep.batch_size, ep.detection_score,
                                           keep=ep.overlay_images, other_thresholds=chosen,
                                           min_region=min_pixels(share, prepared.size, prepared.size))

@@ -348,6 +348,38 @@ def test_thresholds_chosen_on_valid_are_scored_beside_the_fixed_one(prepared):
     assert score_model(HalfBrightness(), p, 0.5, 4, "max").at_valid_thresholds == {}
 
 
+class CountingImages(torch.nn.Module):
+    """HalfBrightness, counting the images it is run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.images = HalfBrightness(), 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return self.inner(x)
+
+
+def test_one_valid_pass_gives_both_choices_made_on_valid(prepared):
+    from localize.evaluation import read_valid, valid_min_region, valid_thresholds
+    from localize.prepared import Prepared
+
+    p = Prepared(prepared)
+    valid_images = p.splits["alpha"]["valid"] + p.splits["real"]["valid"]
+    model = CountingImages()
+    maps = read_valid(model, p, ["alpha"], 0.4, batch_size=4)
+    assert model.images == valid_images  # the fakes of the model's generators and the real faces, once
+    assert set(maps.binary) == {"alpha", "real"} and maps.binary["alpha"].dtype == bool
+    # At 0.4 the map is exactly the fixture's 8x8 patch (HalfBrightness): a quarter of each fake, no real pixel.
+    assert maps.binary["alpha"].mean() == pytest.approx(0.25) and not maps.binary["real"].any()
+    assert valid_thresholds(model, p, ["alpha"], 4, maps) == valid_thresholds(HalfBrightness(), p, ["alpha"], 4)
+    assert valid_min_region(model, p, ["alpha"], 0.4, [0, 0.01], 4, maps) == valid_min_region(
+        HalfBrightness(), p, ["alpha"], 0.4, [0, 0.01], 4)
+    assert model.images == valid_images  # both read the pass: no second inference
+    with pytest.raises(ValueError, match="valid maps read at threshold 0.4, asked for 0.5"):
+        valid_min_region(model, p, ["alpha"], 0.5, [0, 0.01], 4, maps)
+
+
 def test_a_split_without_train_images_is_refused_before_any_split_trains(prepared, tmp_path):
     manifest = json.loads((prepared / "manifest.json").read_text())
     manifest["splits"]["beta"] = {"test": manifest["splits"]["beta"]["test"]}  # a generator with a test split only
